@@ -1,0 +1,130 @@
+"""The project's embedder: one narrow seam, `embed_batch(texts) -> float32 [n, dim]`.
+
+Texts are tokenized with the model's fast tokenizer, sorted by length and
+batched so that padding stays small (length bucketing), then encoded. Vectors
+are L2-normalised, so a dot product is a cosine similarity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from rag.config import Config
+from rag.models import ModelError, announce, resolve
+
+# E5-family models were trained with these prefixes; others take text as is.
+_PREFIXES = {"e5": ("query: ", "passage: ")}
+
+
+class EmbedderLike(Protocol):
+    name: str
+    dim: int
+
+    def embed_batch(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@dataclass
+class Embedder:
+    name: str
+    path: str
+    model: object
+    tokenizer: object  # tokenizers.Tokenizer
+    dim: int
+    max_tokens: int = 256
+    pad_id: int = 0
+    batch_tokens: int = 4096  # padded tokens per forward pass
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        return [len(e.ids) for e in encs]
+
+    def embed_batch(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+        import mlx.core as mx
+
+        from rag import fast_encoder
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        prefix = self.query_prefix if query else self.passage_prefix
+        encs = self.tokenizer.encode_batch([prefix + t for t in texts])
+        ids = [e.ids[: self.max_tokens - 1] + e.ids[-1:] if len(e.ids) > self.max_tokens
+               else e.ids for e in encs]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        fast = fast_encoder.supports(self.model)
+        start = 0
+        while start < len(order):
+            longest = len(ids[order[min(len(order) - 1, start)]])
+            size = max(1, self.batch_tokens // max(longest, 1))
+            batch = order[start:start + size]
+            width = max(len(ids[i]) for i in batch)
+            tok = mx.array([ids[i] + [self.pad_id] * (width - len(ids[i])) for i in batch])
+            mask = mx.array([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
+            if fast:
+                vecs = fast_encoder.encode(self.model, tok, mask)
+            else:
+                vecs = self.model(tok, attention_mask=mask).text_embeds
+            out[batch] = np.array(vecs.astype(mx.float32))
+            start += len(batch)
+        return out
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embed_batch([text], query=True)[0]
+
+
+def _tokenizer(path: Path, hf_tokenizer) -> object:
+    from tokenizers import Tokenizer
+
+    file = path / "tokenizer.json"
+    tok = Tokenizer.from_file(str(file)) if file.exists() else hf_tokenizer.backend_tokenizer
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def load_embedder(config: Config) -> Embedder:
+    """Resolve and load the configured embedder (hub, local folder or offline pack)."""
+    import mlx.core as mx
+    from mlx_embeddings import load
+
+    resolved = resolve(config.embedder, "embedder", config)
+    announce(resolved)
+    try:
+        model, hf_tok = load(resolved.path)
+    except Exception as exc:  # noqa: BLE001 - loaders raise many types; keep the cause
+        raise ModelError(f"embedder {resolved.name}: cannot load {resolved.path} ({exc})") from exc
+    model.eval()
+    path = Path(resolved.path) if Path(resolved.path).exists() else _local_dir(resolved.path)
+    tok = _tokenizer(path, getattr(hf_tok, "_tokenizer", hf_tok))
+    cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+    probe = model(mx.array([[tok.token_to_id("[CLS]") or 0]])).text_embeds
+    lower = (resolved.name + " " + str(path)).lower()
+    query_prefix, passage_prefix = next((p for key, p in _PREFIXES.items() if key in lower),
+                                        ("", ""))
+    if resolved.source == "pack":
+        query_prefix = passage_prefix = ""
+    max_pos = int(cfg.get("max_position_embeddings", 514))
+    return Embedder(
+        name=resolved.name if resolved.source != "pack" else path.name,
+        path=str(path), model=model, tokenizer=tok, dim=int(probe.shape[-1]),
+        max_tokens=min(512, max_pos - 2), pad_id=int(cfg.get("pad_token_id", 0) or 0),
+        query_prefix=query_prefix, passage_prefix=passage_prefix,
+    )
+
+
+def _local_dir(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id))

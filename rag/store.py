@@ -1,0 +1,243 @@
+"""LanceDB storage: a documents table, a chunks table (vector + full-text), original files.
+
+Visibility rule: chunks are written first and the document row last, so a
+document exists for search only once all its chunks are stored. Chunks whose
+document row is missing (a crash mid-document) are ignored by search and
+deleted by `sweep_orphans()`, which ingestion runs before it starts.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from rag.lexical import fts_text
+from rag.types import Chunk, Document, Passage
+
+SCHEMA_VERSION = 1
+ANN_THRESHOLD = 100_000  # past this many chunks, build an approximate vector index
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or does not match the embedder."""
+
+
+@dataclass(frozen=True)
+class DocRecord:
+    id: str
+    path: str
+    title: str
+    mime: str
+    pages: int
+    chunks: int
+    empty_pages: int
+    size: int
+    added_at: float
+    file: str  # stored copy of the original, relative to the store's files/ folder
+
+
+def _documents_schema() -> pa.Schema:
+    return pa.schema([
+        pa.field("id", pa.string()), pa.field("path", pa.string()),
+        pa.field("title", pa.string()), pa.field("mime", pa.string()),
+        pa.field("pages", pa.int32()), pa.field("chunks", pa.int32()),
+        pa.field("empty_pages", pa.int32()), pa.field("size", pa.int64()),
+        pa.field("added_at", pa.float64()), pa.field("file", pa.string()),
+    ])
+
+
+def _chunks_schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("id", pa.string()), pa.field("doc_id", pa.string()),
+        pa.field("ordinal", pa.int32()), pa.field("text", pa.string()),
+        pa.field("page_start", pa.int32()), pa.field("page_end", pa.int32()),
+        pa.field("char_start", pa.int32()), pa.field("char_end", pa.int32()),
+        pa.field("heading", pa.string()), pa.field("fts", pa.string()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ], metadata={"embedder": "", "schema_version": str(SCHEMA_VERSION)})
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class Store:
+    """Open (or create) the store under `root`; `dim` comes from the embedder."""
+
+    def __init__(self, root: Path | str, dim: int, embedder: str = ""):
+        import lancedb
+
+        self.root = Path(root)
+        self.files = self.root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.db = lancedb.connect(str(self.root / "lance"))
+        names = set(self.db.list_tables().tables if hasattr(self.db.list_tables(), "tables")
+                    else self.db.list_tables())
+        if "documents" in names:
+            self.documents = self.db.open_table("documents")
+        else:
+            self.documents = self.db.create_table("documents", schema=_documents_schema())
+        if "chunks" in names:
+            self.chunks = self.db.open_table("chunks")
+            stored = self.chunks.schema.field("vector").type.list_size
+            meta = self.chunks.schema.metadata or {}
+            was = meta.get(b"embedder", b"").decode()
+            if stored != dim:
+                raise StoreError(f"{self.root}: built with a {stored}-dimension embedder"
+                                 f" ({was or 'unknown'}), the configured one has {dim};"
+                                 " use another --db or re-ingest")
+        else:
+            schema = _chunks_schema(dim).with_metadata({"embedder": embedder,
+                                                        "schema_version": str(SCHEMA_VERSION)})
+            self.chunks = self.db.create_table("chunks", schema=schema)
+        self.dim = dim
+        self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
+
+    # -- documents ---------------------------------------------------------
+    def list_documents(self) -> list[DocRecord]:
+        rows = self.documents.to_arrow().to_pylist()
+        return sorted((DocRecord(**r) for r in rows), key=lambda d: d.added_at)
+
+    def get_document(self, doc_id: str) -> DocRecord | None:
+        rows = self.documents.search().where(f"id = {_quote(doc_id)}").limit(1).to_list()
+        return DocRecord(**{k: rows[0][k] for k in DocRecord.__annotations__}) if rows else None
+
+    def ready_ids(self) -> set[str]:
+        return set(self.documents.to_arrow().column("id").to_pylist())
+
+    def documents_at(self, path: str) -> list[DocRecord]:
+        rows = self.documents.search().where(f"path = {_quote(path)}").to_list()
+        return [DocRecord(**{k: r[k] for k in DocRecord.__annotations__}) for r in rows]
+
+    def file_path(self, record: DocRecord) -> Path:
+        return self.files / record.file
+
+    # -- writing -----------------------------------------------------------
+    def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
+                     source: Path | bytes | None = None) -> DocRecord:
+        """Store one complete document: original file, chunks, then the document row."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{doc.path}: {len(chunks)} chunks but {len(vectors)} vectors")
+        suffix = Path(doc.path).suffix.lower()[:10]
+        stored = f"{doc.id}{suffix}"
+        if isinstance(source, (bytes, bytearray)):
+            (self.files / stored).write_bytes(source)
+        elif source is not None:
+            tmp = self.files / (stored + ".part")
+            shutil.copyfile(source, tmp)
+            tmp.replace(self.files / stored)
+        self.chunks.delete(f"doc_id = {_quote(doc.id)}")  # leftovers of an interrupted run
+        if chunks:
+            self.chunks.add(pa.table({
+                "id": [f"{doc.id}:{c.ordinal}" for c in chunks],
+                "doc_id": [doc.id] * len(chunks),
+                "ordinal": [c.ordinal for c in chunks],
+                "text": [c.text for c in chunks],
+                "page_start": [c.page_start for c in chunks],
+                "page_end": [c.page_end for c in chunks],
+                "char_start": [c.char_start for c in chunks],
+                "char_end": [c.char_end for c in chunks],
+                "heading": [c.heading for c in chunks],
+                "fts": [fts_text(" ".join(filter(None, (doc.title, c.heading, c.text))))
+                        for c in chunks],
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1)), self.dim),
+            }, schema=self.chunks.schema))
+        record = DocRecord(id=doc.id, path=doc.path, title=doc.title, mime=doc.mime,
+                           pages=len(doc.pages), chunks=len(chunks),
+                           empty_pages=doc.empty_pages,
+                           size=(self.files / stored).stat().st_size
+                           if (self.files / stored).exists() else 0,
+                           added_at=time.time(), file=stored)
+        self.documents.delete(f"id = {_quote(doc.id)}")
+        self.documents.add([record.__dict__])
+        return record
+
+    def delete_document(self, doc_id: str) -> bool:
+        record = self.get_document(doc_id)
+        # Row first: the document disappears from search at once, chunks follow.
+        self.documents.delete(f"id = {_quote(doc_id)}")
+        self.chunks.delete(f"doc_id = {_quote(doc_id)}")
+        if record and record.file and not self._file_shared(record):
+            (self.files / record.file).unlink(missing_ok=True)
+        return record is not None
+
+    def _file_shared(self, record: DocRecord) -> bool:
+        return any(r.file == record.file for r in self.list_documents())
+
+    def sweep_orphans(self) -> int:
+        """Delete chunks whose document row is missing (an interrupted ingestion)."""
+        ready = self.ready_ids()
+        column = self.chunks.search().select(["doc_id"]).limit(None).to_arrow()
+        ids = set(column.column("doc_id").to_pylist())
+        orphans = ids - ready
+        for doc_id in orphans:
+            self.chunks.delete(f"doc_id = {_quote(doc_id)}")
+        for path in self.files.glob("*.part"):
+            path.unlink(missing_ok=True)
+        return len(orphans)
+
+    def refresh_indexes(self) -> None:
+        """Keep the full-text index current and build a vector index past ANN_THRESHOLD."""
+        n = self.chunks.count_rows()
+        if n == 0:
+            return
+        if not self._fts_ready:
+            self.chunks.create_fts_index("fts", base_tokenizer="whitespace", stem=False,
+                                         remove_stop_words=False, ascii_folding=True,
+                                         replace=True)
+            self._fts_ready = True
+        else:
+            self.chunks.optimize()  # folds new rows into the existing indexes
+        if n >= ANN_THRESHOLD and not any(i.index_type.startswith("IVF")
+                                          for i in self.chunks.list_indices()):
+            self.chunks.create_index(metric="dot", index_type="IVF_HNSW_SQ",
+                                     vector_column_name="vector")
+
+    def count_chunks(self) -> int:
+        return self.chunks.count_rows()
+
+    # -- reading -----------------------------------------------------------
+    def vector_search(self, vector: np.ndarray, k: int, where: str | None = None) -> list[dict]:
+        query = self.chunks.search(np.asarray(vector, dtype=np.float32),
+                                   vector_column_name="vector").metric("dot").limit(k)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query.select(_COLUMNS + ["_distance"]).to_list()
+
+    def text_search(self, text: str, k: int, where: str | None = None) -> list[dict]:
+        terms = fts_text(text)
+        if not terms or not self._fts_ready:
+            return []
+        query = self.chunks.search(terms, query_type="fts", fts_columns="fts").limit(k)
+        if where:
+            query = query.where(where, prefilter=True)
+        return query.select(_COLUMNS + ["_score"]).to_list()
+
+    def chunks_of(self, doc_id: str) -> list[dict]:
+        rows = self.chunks.search().where(f"doc_id = {_quote(doc_id)}").select(_COLUMNS) \
+            .limit(1_000_000).to_list()
+        return sorted(rows, key=lambda r: r["ordinal"])
+
+    def passage(self, row: dict, titles: dict[str, DocRecord]) -> Passage:
+        doc = titles.get(row["doc_id"])
+        return Passage(chunk_id=row["id"], doc_id=row["doc_id"],
+                       title=doc.title if doc else "", path=doc.path if doc else "",
+                       text=row["text"], page_start=row["page_start"], page_end=row["page_end"],
+                       char_start=row["char_start"], char_end=row["char_end"],
+                       heading=row["heading"])
+
+
+_COLUMNS = ["id", "doc_id", "ordinal", "text", "page_start", "page_end", "char_start",
+            "char_end", "heading"]
+
+
+def doc_filter(doc_ids: Iterable[str] | None) -> str | None:
+    ids = list(doc_ids or [])
+    return f"doc_id IN ({', '.join(_quote(i) for i in ids)})" if ids else None
