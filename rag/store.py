@@ -122,42 +122,62 @@ class Store:
     def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
                      source: Path | bytes | None = None) -> DocRecord:
         """Store one complete document: original file, chunks, then the document row."""
-        if len(chunks) != len(vectors):
-            raise ValueError(f"{doc.path}: {len(chunks)} chunks but {len(vectors)} vectors")
-        suffix = Path(doc.path).suffix.lower()[:10]
-        stored = f"{doc.id}{suffix}"
+        return self.add_documents([(doc, chunks, vectors, source)])[0]
+
+    def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray,
+                                                  Path | bytes | None]]) -> list[DocRecord]:
+        """Store complete documents: original files, all their chunks, then their rows.
+
+        Rows go last, in one write: until it lands none of these documents is
+        visible, and a crash before it leaves only orphan chunks (swept later).
+        """
+        records, tables = [], []
+        for doc, chunks, vectors, source in items:
+            if len(chunks) != len(vectors):
+                raise ValueError(f"{doc.path}: {len(chunks)} chunks but {len(vectors)} vectors")
+            stored = self._keep_file(doc, source)
+            if chunks:
+                tables.append(self._chunk_table(doc, chunks, vectors))
+            size = (self.files / stored).stat().st_size if (self.files / stored).exists() else 0
+            records.append(DocRecord(id=doc.id, path=doc.path, title=doc.title, mime=doc.mime,
+                                     pages=len(doc.pages), chunks=len(chunks),
+                                     empty_pages=doc.empty_pages, size=size,
+                                     added_at=time.time(), file=stored))
+        ids = ", ".join(_quote(r.id) for r in records)
+        self.chunks.delete(f"doc_id IN ({ids})")  # leftovers of an interrupted run
+        if tables:
+            self.chunks.add(pa.concat_tables(tables))
+        self.documents.delete(f"id IN ({ids})")
+        self.documents.add([r.__dict__ for r in records])
+        return records
+
+    def _keep_file(self, doc: Document, source: Path | bytes | None) -> str:
+        stored = f"{doc.id}{Path(doc.path).suffix.lower()[:10]}"
+        target = self.files / stored
         if isinstance(source, (bytes, bytearray)):
-            (self.files / stored).write_bytes(source)
-        elif source is not None:
+            target.write_bytes(source)
+        elif source is not None and not target.exists():
             tmp = self.files / (stored + ".part")
             shutil.copyfile(source, tmp)
-            tmp.replace(self.files / stored)
-        self.chunks.delete(f"doc_id = {_quote(doc.id)}")  # leftovers of an interrupted run
-        if chunks:
-            self.chunks.add(pa.table({
-                "id": [f"{doc.id}:{c.ordinal}" for c in chunks],
-                "doc_id": [doc.id] * len(chunks),
-                "ordinal": [c.ordinal for c in chunks],
-                "text": [c.text for c in chunks],
-                "page_start": [c.page_start for c in chunks],
-                "page_end": [c.page_end for c in chunks],
-                "char_start": [c.char_start for c in chunks],
-                "char_end": [c.char_end for c in chunks],
-                "heading": [c.heading for c in chunks],
-                "fts": [fts_text(" ".join(filter(None, (doc.title, c.heading, c.text))))
-                        for c in chunks],
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1)), self.dim),
-            }, schema=self.chunks.schema))
-        record = DocRecord(id=doc.id, path=doc.path, title=doc.title, mime=doc.mime,
-                           pages=len(doc.pages), chunks=len(chunks),
-                           empty_pages=doc.empty_pages,
-                           size=(self.files / stored).stat().st_size
-                           if (self.files / stored).exists() else 0,
-                           added_at=time.time(), file=stored)
-        self.documents.delete(f"id = {_quote(doc.id)}")
-        self.documents.add([record.__dict__])
-        return record
+            tmp.replace(target)
+        return stored
+
+    def _chunk_table(self, doc: Document, chunks: Sequence[Chunk], vectors) -> pa.Table:
+        return pa.table({
+            "id": [f"{doc.id}:{c.ordinal}" for c in chunks],
+            "doc_id": [doc.id] * len(chunks),
+            "ordinal": [c.ordinal for c in chunks],
+            "text": [c.text for c in chunks],
+            "page_start": [c.page_start for c in chunks],
+            "page_end": [c.page_end for c in chunks],
+            "char_start": [c.char_start for c in chunks],
+            "char_end": [c.char_end for c in chunks],
+            "heading": [c.heading for c in chunks],
+            "fts": [fts_text(" ".join(filter(None, (doc.title, c.heading, c.text))))
+                    for c in chunks],
+            "vector": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1)), self.dim),
+        }, schema=self.chunks.schema)
 
     def delete_document(self, doc_id: str) -> bool:
         record = self.get_document(doc_id)

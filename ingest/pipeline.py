@@ -1,0 +1,262 @@
+"""Files -> documents -> chunks -> vectors -> store, incrementally and never stopped by a bad file.
+
+Parsing runs in worker processes (a per-file time limit; a crash or hang in a
+parser cannot take the batch down) while this process chunks, embeds and
+writes. Writes are grouped: chunks of several documents first, then their
+document rows, so a document becomes searchable only once complete.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ingest.chunking import chunk_document
+from ingest.loaders import iter_load
+from rag.runtime import Runtime
+from rag.types import Chunk, Document
+
+STATUSES = ("ingested", "unchanged", "replaced", "skipped", "failed")
+WRITE_CHUNKS = 512  # flush to the store after this many embedded chunks
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str
+    reason: str = ""
+    pages: int = 0
+    chunks: int = 0
+    doc_id: str = ""
+    empty_pages: int = 0
+
+
+@dataclass
+class Timings:
+    parse: float = 0.0  # waiting on parser workers (their work overlaps ours)
+    chunk: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+    index: float = 0.0
+    total: float = 0.0
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+    def counts(self) -> dict[str, int]:
+        seen = Counter(f.status for f in self.files)
+        return {s: seen.get(s, 0) for s in STATUSES}
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.status == "failed" for f in self.files)
+
+    def to_json(self) -> dict:
+        return {"counts": self.counts(), "pruned": self.pruned,
+                "timings": asdict(self.timings), "files": [asdict(f) for f in self.files]}
+
+
+def discover(paths: Sequence[Path], *, recursive: bool = True, include: Sequence[str] = (),
+             exclude: Sequence[str] = ()) -> list[Path]:
+    """Files named or found under folders, filtered by glob patterns on the name or path."""
+    found: list[Path] = []
+    for root in paths:
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such file or folder")
+        walker = root.rglob("*") if recursive else root.glob("*")
+        found.extend(sorted(p for p in walker if p.is_file() and not _hidden(p, root)))
+
+    def keep(p: Path) -> bool:
+        def hit(pattern: str) -> bool:
+            return fnmatch.fnmatch(p.name, pattern) or fnmatch.fnmatch(str(p), pattern)
+
+        return (not include or any(map(hit, include))) and not any(map(hit, exclude))
+
+    seen: set[Path] = set()
+    unique = []
+    for p in found:
+        resolved = p.resolve()
+        if resolved not in seen and keep(p):
+            seen.add(resolved)
+            unique.append(resolved)
+    return unique
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Writer:
+    """Collects embedded documents and writes them in groups (chunks before rows)."""
+
+    def __init__(self, runtime: Runtime, timings: Timings):
+        self.runtime = runtime
+        self.timings = timings
+        self.pending: list[tuple[Document, list[Chunk], object, Path, FileResult]] = []
+        self.size = 0
+
+    def add(self, doc: Document, chunks: list[Chunk], vectors, source: Path,
+            result: FileResult) -> None:
+        self.pending.append((doc, chunks, vectors, source, result))
+        self.size += len(chunks)
+        if self.size >= WRITE_CHUNKS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        start = time.perf_counter()
+        store = self.runtime.store
+        store.add_documents([(d, c, v, s) for d, c, v, s, _ in self.pending])
+        for doc, _, _, _, result in self.pending:
+            for old in store.documents_at(doc.path):
+                if old.id != doc.id:
+                    store.delete_document(old.id)
+        self.pending.clear()
+        self.size = 0
+        self.timings.write += time.perf_counter() - start
+
+
+def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = True,
+                 include: Sequence[str] = (), exclude: Sequence[str] = (), prune: bool = False,
+                 passwords: Sequence[str] = (), workers: int | None = None,
+                 progress: Progress | None = None,
+                 on_file: Callable[[FileResult], None] | None = None,
+                 names: dict[Path, str] | None = None, sweep: bool = True) -> IngestReport:
+    """Ingest files and folders; see the module docstring. Raises FileNotFoundError for bad paths.
+
+    `names` maps a file to the path recorded for it (uploads are stored under
+    their display name, not the temporary file's).
+    """
+    started = time.perf_counter()
+    roots = [Path(p).expanduser().resolve() for p in paths]
+    files = discover(roots, recursive=recursive, include=include, exclude=exclude)
+    names = names or {}
+    report = IngestReport()
+    store = runtime.store
+    if sweep:
+        store.sweep_orphans()
+    notify = progress or (lambda stage, done, total: None)
+
+    def finish(result: FileResult) -> None:
+        report.files.append(result)
+        if on_file:
+            on_file(result)
+        notify("files", len(report.files), len(files))
+
+    todo: list[Path] = []
+    previous: dict[Path, list] = {}
+    ready = store.ready_ids()
+    for path in files:
+        doc_id = file_sha256(path)
+        versions = store.documents_at(names.get(path, str(path)))
+        stale = [v for v in versions if v.id != doc_id]
+        if doc_id in ready:
+            for old in stale:  # a replacement that was interrupted after the new version landed
+                store.delete_document(old.id)
+            record = store.get_document(doc_id)
+            finish(FileResult(names.get(path, str(path)), "unchanged", pages=record.pages if record else 0,
+                              chunks=record.chunks if record else 0, doc_id=doc_id))
+        else:
+            previous[path] = stale
+            todo.append(path)
+
+    writer = _Writer(runtime, report.timings)
+    _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, finish, notify,
+                   report.timings)
+    writer.flush()
+    if prune:
+        report.pruned = prune_missing(runtime, roots)
+    start = time.perf_counter()
+    if any(f.status in ("ingested", "replaced") for f in report.files) or report.pruned:
+        store.refresh_indexes()
+    report.timings.index = time.perf_counter() - start
+    report.timings.total = time.perf_counter() - started
+    return report
+
+
+def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, finish, notify,
+                   timings) -> None:
+    config = runtime.config
+    embedder = runtime.embedder
+    pages_done = chunks_done = 0
+    wait = time.perf_counter()
+    for path, loaded in iter_load(todo, passwords=list(passwords),
+                                  timeout_s=config.parse_timeout,
+                                  workers=workers or min(2, os.cpu_count() or 1)):
+        timings.parse += time.perf_counter() - wait
+        if isinstance(loaded, Exception):
+            status = "skipped" if type(loaded).__name__ == "UnsupportedFile" else "failed"
+            finish(FileResult(names.get(path, str(path)), status, reason=_one_line(loaded)))
+            wait = time.perf_counter()
+            continue
+        doc = replace(loaded, path=names.get(path, str(path)))
+        start = time.perf_counter()
+        chunks = chunk_document(doc, count_tokens=embedder.count_tokens,
+                                max_tokens=config.chunk_tokens,
+                                overlap_tokens=config.chunk_overlap)
+        timings.chunk += time.perf_counter() - start
+        start = time.perf_counter()
+        vectors = embedder.embed_batch([c.text for c in chunks])
+        timings.embed += time.perf_counter() - start
+        status = "replaced" if previous.get(path) else "ingested"
+        result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
+                            doc_id=doc.id, empty_pages=doc.empty_pages)
+        writer.add(doc, chunks, vectors, path, result)
+        pages_done += len(doc.pages)
+        chunks_done += len(chunks)
+        notify("pages", pages_done, 0)
+        notify("chunks", chunks_done, 0)
+        finish(result)
+        wait = time.perf_counter()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def prune_missing(runtime: Runtime, roots: Iterable[Path]) -> list[str]:
+    """Delete stored documents under `roots` whose files no longer exist."""
+    roots = [str(r) for r in roots]
+    removed = []
+    for record in runtime.store.list_documents():
+        under = any(record.path == r or record.path.startswith(r.rstrip("/") + "/")
+                    for r in roots)
+        if under and not Path(record.path).exists():
+            runtime.store.delete_document(record.id)
+            removed.append(record.path)
+    return removed
+
+
+def ingest_file(path: Path, runtime: Runtime, *, display_path: str | None = None,
+                password: str | None = None, on_progress: Progress | None = None) -> FileResult:
+    """Ingest one file (the web upload path); `display_path` is the path the library records."""
+    real = Path(path).resolve()
+    report = ingest_paths([real], runtime, passwords=[password] if password else [],
+                          names={real: display_path} if display_path else None,
+                          progress=on_progress, sweep=False, workers=1)
+    return report.files[0]

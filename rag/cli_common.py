@@ -1,0 +1,34 @@
+"""Options shared by the subcommands, and the one place CLI errors become click errors."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import click
+
+from rag.config import Config, ConfigError, load_config
+
+
+def config_options(func: Callable) -> Callable:
+    """Add --db, --generator, --embedder and --offline; pass `config` to the command."""
+
+    @click.option("--db", type=click.Path(file_okay=False), help="Store folder.")
+    @click.option("--generator", help="Generator: mlx-lm hub id or local folder.")
+    @click.option("--embedder", help="Embedder: mlx-embeddings hub id or local folder.")
+    @click.option("--offline", is_flag=True, help="Use the offline model pack, never the hub.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, db, generator, embedder, offline, **kwargs: Any):
+        flags = {"db": db, "generator": generator, "embedder": embedder,
+                 "models": "pack" if offline else None}
+        kwargs["config"] = build_config(flags)
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def build_config(flags: dict[str, Any]) -> Config:
+    try:
+        return load_config({k: v for k, v in flags.items() if v is not None})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
