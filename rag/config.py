@@ -47,8 +47,8 @@ class Config:
     parse_timeout: float = 120.0
 
 
-def config_path() -> Path:
-    explicit = os.environ.get("RAG_CONFIG")
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    explicit = (os.environ if env is None else env).get("RAG_CONFIG")
     return Path(explicit) if explicit else Path(user_config_dir("rag")) / "config.toml"
 
 
@@ -87,7 +87,7 @@ def load_config(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] |
                 file: Path | None = None) -> Config:
     """Build the configuration; later layers override earlier ones."""
     env = os.environ if env is None else env
-    file = config_path() if file is None else file
+    file = config_path(env) if file is None else file
     merged: dict[str, Any] = {}
     if file.is_file():
         try:

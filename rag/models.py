@@ -42,8 +42,10 @@ def hub_reachable(endpoint: str, timeout: float) -> bool:
     try:
         urllib.request.urlopen(request, timeout=timeout).close()
         return True
-    except urllib.error.HTTPError:
-        return True  # the server answered, even if with an error status
+    except urllib.error.HTTPError as exc:
+        # The hub answers this path with 200, or 401/403/429 when it limits us; anything
+        # else (a captive portal, a proxy's 404 or 5xx) means the hub is not there.
+        return exc.code in (401, 403, 429)
     except (OSError, ValueError):
         return False
 
