@@ -1,0 +1,54 @@
+"""Ingestion benchmark: a fresh temporary store, real files, rates and the time split."""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rag.config import Config, replace
+
+
+def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
+    from ingest.pipeline import discover, ingest_paths
+    from rag.runtime import open_runtime
+
+    started = time.perf_counter()
+    files = discover(paths)
+    if limit:
+        files = sorted(files, key=lambda p: p.name)[:limit]
+    with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
+        runtime = open_runtime(replace(config, db=Path(tmp)))
+        loaded = time.perf_counter() - started
+        report = ingest_paths(files, runtime)
+    wall = time.perf_counter() - started
+    done = [f for f in report.files if f.status in ("ingested", "replaced")]
+    pages, chunks = sum(f.pages for f in done), sum(f.chunks for f in done)
+    t = report.timings
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures = {"files": len(files), "ingested": len(done), "pages": pages, "chunks": chunks,
+               "seconds": t.total, "pages_per_s": pages / t.total, "chunks_per_s": chunks / t.total,
+               "embed_chunks_per_s": chunks / t.embed if t.embed else 0.0,
+               "split": {"parse wait": t.parse, "chunk": t.chunk, "embed": t.embed,
+                         "write": t.write, "index": t.index},
+               "model_load_s": loaded, "wall_s": wall, "peak_rss_mb": peak_mb}
+    table = Table(title=f"ingestion of {len(files)} files ({runtime.embedder.name})",
+                  show_edge=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("ingested", "pages", "chunks"):
+        table.add_row(key, str(figures[key]))
+    table.add_row("pages/s", f"{figures['pages_per_s']:.1f}")
+    table.add_row("chunks/s (end to end)", f"{figures['chunks_per_s']:.1f}")
+    table.add_row("chunks/s (embedding alone)", f"{figures['embed_chunks_per_s']:.1f}")
+    for stage, seconds in figures["split"].items():
+        table.add_row(f"  {stage} s", f"{seconds:.1f} ({100 * seconds / t.total:.0f}%)")
+    table.add_row("ingest s", f"{t.total:.1f}")
+    table.add_row("model load s", f"{loaded:.1f}")
+    table.add_row("peak RSS MB", f"{peak_mb:.0f}")
+    Console().print(table)
+    return figures
