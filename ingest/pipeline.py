@@ -13,9 +13,9 @@ import hashlib
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from ingest.chunking import chunk_document
 from ingest.loaders import iter_load

@@ -26,10 +26,10 @@ def _chunks(n: int) -> list[str]:
 
 
 def worker(kind: str, embedder_path: str = "") -> dict:
+    import mlx.core as mx
+
     import rag  # noqa: F401 - applies the BLAS choice
     from rag import blas
-
-    import mlx.core as mx
 
     out: dict = {"blas": blas.loaded or "bundled"}
     if kind == "matmul":
@@ -63,7 +63,8 @@ def run_variant(kind: str, bundled: bool, embedder_path: str = "") -> dict:
     env = dict(os.environ)
     env["RAG_BLAS"] = "bundled" if bundled else ""
     cmd = [sys.executable, "-m", "rag.bench", kind, embedder_path]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark {kind} failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

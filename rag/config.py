@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
+import tomllib
 from platformdirs import user_cache_dir, user_config_dir, user_data_dir
 
 DEFAULT_GENERATOR = "mlx-community/Meta-Llama-3.1-8B-Instruct-4bit"

@@ -8,9 +8,10 @@ are L2-normalised, so a dot product is a cosine similarity.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -103,7 +104,7 @@ def load_embedder(config: Config) -> Embedder:
     announce(resolved)
     try:
         model, hf_tok = load(resolved.path)
-    except Exception as exc:  # noqa: BLE001 - loaders raise many types; keep the cause
+    except Exception as exc:
         raise ModelError(f"embedder {resolved.name}: cannot load {resolved.path} ({exc})") from exc
     model.eval()
     path = Path(resolved.path) if Path(resolved.path).exists() else _local_dir(resolved.path)

@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPORA, ROOT
 
 pytestmark = pytest.mark.slow
 
-WORDS = ("harbour lantern granite meadow orchard falcon copper willow thunder glacier "
-         "saffron compass velvet anchor ember quarry").split()
+WORDS = ["harbour", "lantern", "granite", "meadow", "orchard", "falcon", "copper", "willow", "thunder", "glacier", "saffron", "compass", "velvet", "anchor", "ember", "quarry"]
 
 
 def write_notes(folder: Path, n: int, paragraphs: int = 6) -> None:
@@ -138,7 +136,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_a_clean_run(pack_config, embedder,
 
     for db in (crashed, clean):
         done = run_cli("ingest", "-q", str(folder), "--db", str(db), env=env)
-        out, err = done.communicate(timeout=600)
+        _out, err = done.communicate(timeout=600)
         assert done.returncode == 0, err
     assert table_state(Store(crashed, embedder.dim)) == table_state(Store(clean, embedder.dim))
 
@@ -151,7 +149,7 @@ def test_ingest_cli_report_and_exit_codes(pack_config, tmp_path):
     report = tmp_path / "report.json"
     proc = run_cli("ingest", "-q", str(folder), "--db", str(tmp_path / "db"), "--report",
                    str(report), env=env)
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     rows = {Path(r["path"]).name: r for r in json.loads(report.read_text())["files"]}
     assert rows["note000.txt"]["status"] == "ingested" and rows["note000.txt"]["chunks"] > 0
