@@ -19,6 +19,8 @@ class Document:
     sha256: str  # hash of the file's bytes: the document's id
     pages: list[Page]
     empty_pages: int = 0  # pages without a text layer (PDF)
+    # (page number, char offset, heading path) where a section starts (Markdown, HTML)
+    headings: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def id(self) -> str:

@@ -1,0 +1,238 @@
+"""File -> Document: sniff the type from content and name, then load pages of text.
+
+`iter_load` runs loaders in worker processes with a per-file time limit, so a
+file that crashes or hangs a parser costs one worker, never the batch.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import multiprocessing as mp
+import re
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ingest.errors import LoadError, UnsupportedFile
+from rag.types import Document, Page
+
+TEXT_EXTS = {".txt", ".text", ".log", ".rst", ".csv", ".tsv", ".org", ".tex"}
+MARKDOWN_EXTS = {".md", ".markdown", ".mdown", ".mkd"}
+HTML_EXTS = {".html", ".htm", ".xhtml"}
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w:.-]+)""", re.I)
+
+__all__ = ["LoadError", "UnsupportedFile", "load", "iter_load", "sniff"]
+
+
+def sniff(path: Path, head: bytes) -> str:
+    """'pdf', 'html', 'markdown' or 'text'; UnsupportedFile otherwise."""
+    ext = path.suffix.lower()
+    if head.startswith(b"%PDF") or (b"%PDF-" in head[:1024] and ext == ".pdf"):
+        return "pdf"
+    if ext == ".pdf":
+        raise LoadError("not a PDF: the file does not start with %PDF")
+    lowered = head[:2048].lstrip(codecs.BOM_UTF8).lstrip().lower()
+    if ext in HTML_EXTS or lowered.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    if ext in MARKDOWN_EXTS:
+        return "markdown"
+    if ext in TEXT_EXTS or (not ext and _looks_textual(head)):
+        return "text"
+    raise UnsupportedFile(f"unsupported file type: {ext or 'no extension'}")
+
+
+def _looks_textual(head: bytes) -> bool:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF8)):
+        return True
+    return b"\x00" not in head[:4096] and bool(head.strip())
+
+
+def decode_text(data: bytes) -> str:
+    """BOM (UTF-8/16/32), else UTF-8, else UTF-16 without BOM, else cp1252/Latin-1."""
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                       (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            return data.decode(codec, errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    sample = data[:4096]
+    if sample and sample.count(b"\x00") > len(sample) // 4:  # UTF-16 without a BOM
+        codec = "utf-16-le" if sample[1::2].count(0) > sample[0::2].count(0) else "utf-16-be"
+        return data.decode(codec, errors="replace")
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _clean(text: str) -> str:
+    text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    return text.strip("\n\ufeff ")
+
+
+def load(path: Path, *, passwords: Sequence[str] = ()) -> Document:
+    """Load one file; LoadError or UnsupportedFile with a one-line reason otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise LoadError("empty file")
+    kind = sniff(path, data[:8192])
+    sha = hashlib.sha256(data).hexdigest()
+    if kind == "pdf":
+        from ingest.pdf import load_pdf
+
+        return load_pdf(path, sha, passwords)
+    if kind == "html":
+        return _load_html(path, data, sha)
+    text = _clean(decode_text(data))
+    if not text.strip():
+        raise LoadError("no text")
+    headings: tuple = ()
+    title = path.stem
+    if kind == "markdown":
+        headings = _markdown_headings(text)
+        first = next((h for h in headings if " > " not in h[2]), None)
+        title = first[2] if first else title
+    mime = "text/markdown" if kind == "markdown" else "text/plain"
+    return Document(path=str(path), title=title, mime=mime, sha256=sha,
+                    pages=[Page(1, text)], headings=headings)
+
+
+def _markdown_headings(text: str) -> tuple[tuple[int, int, str], ...]:
+    out, stack = [], []
+    fenced = _fenced_ranges(text)
+    for match in _MD_HEADING.finditer(text):
+        if any(a <= match.start() < b for a, b in fenced):
+            continue
+        level, title = len(match.group(1)), match.group(2).strip()
+        stack = [s for s in stack if s[0] < level] + [(level, title)]
+        out.append((1, match.start(), " > ".join(t for _, t in stack)))
+    return tuple(out)
+
+
+def _fenced_ranges(text: str) -> list[tuple[int, int]]:
+    fences = [m.start() for m in re.finditer(r"^(```|~~~)", text, re.M)]
+    return list(zip(fences[::2], fences[1::2] + [len(text)] * (len(fences) % 2)))
+
+
+def _load_html(path: Path, data: bytes, sha: str) -> Document:
+    from ingest.html import extract
+
+    html = _decode_html(data)
+    title, text, heads = extract(html)
+    if not text.strip():
+        raise LoadError("no text in the page's main content")
+    return Document(path=str(path), title=title or path.stem, mime="text/html", sha256=sha,
+                    pages=[Page(1, text)], headings=tuple((1, o, h) for o, h in heads))
+
+
+def _decode_html(data: bytes) -> str:
+    if data.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return decode_text(data)
+    declared = _META_CHARSET.search(data[:8192])
+    if declared:
+        try:
+            return data.decode(declared.group(1).decode("ascii"), errors="replace")
+        except LookupError:
+            pass  # an unknown charset name: detect instead
+    return decode_text(data)
+
+
+# -- worker processes with a per-file time limit -------------------------------------------
+
+def _worker(conn, passwords: Sequence[str]) -> None:
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        if path is None:
+            return
+        try:
+            result: object = load(Path(path), passwords=passwords)
+        except (LoadError, UnsupportedFile) as exc:
+            result = exc
+        except RecursionError:
+            result = LoadError("malformed: structure nested too deeply")
+        except MemoryError:
+            result = LoadError("malformed: needs too much memory")
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the batch
+            result = LoadError(f"cannot parse: {type(exc).__name__}: {exc}"[:300])
+        conn.send(result)
+
+
+class _Slot:
+    def __init__(self, ctx, passwords: Sequence[str]):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker, args=(child, list(passwords)), daemon=True)
+        self.proc.start()
+        child.close()
+        self.path: Path | None = None
+        self.started = 0.0
+
+    def give(self, path: Path) -> None:
+        self.path, self.started = path, time.monotonic()
+        self.conn.send(str(path))
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+def iter_load(paths: Sequence[Path], *, passwords: Sequence[str] = (), timeout_s: float = 120,
+              workers: int = 2) -> Iterator[tuple[Path, Document | Exception]]:
+    """Yield (path, Document or the reason it failed) as workers finish, in any order."""
+    todo = list(paths)[::-1]
+    if not todo:
+        return
+    ctx = mp.get_context("spawn")  # never fork a process that holds MLX and BLAS threads
+    slots = [_Slot(ctx, passwords) for _ in range(max(1, min(workers, len(todo))))]
+    try:
+        for slot in slots:
+            if todo:
+                slot.give(todo.pop())
+        while any(s.path for s in slots):
+            busy = [s for s in slots if s.path]
+            left = min(s.started + timeout_s for s in busy) - time.monotonic()
+            ready = wait([s.conn for s in busy], timeout=max(0.0, left))
+            for slot in busy:
+                path = slot.path
+                if slot.conn in ready:
+                    try:
+                        yield path, slot.conn.recv()
+                        replace = False
+                    except (EOFError, OSError):
+                        yield path, LoadError("parser crashed on this file")
+                        replace = True
+                elif time.monotonic() - slot.started >= timeout_s:
+                    yield path, LoadError(f"timed out after {timeout_s:.0f} s")
+                    replace = True
+                else:
+                    continue
+                if replace:
+                    slots.remove(slot)
+                    slot.stop(kill=True)
+                    slot = _Slot(ctx, passwords)
+                    slots.append(slot)
+                slot.path = None
+                if todo:
+                    slot.give(todo.pop())
+    finally:
+        for slot in slots:
+            slot.stop(kill=bool(slot.path))
