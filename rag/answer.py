@@ -1,0 +1,192 @@
+"""Question -> cited answer, as one stream of typed events that every front end consumes.
+
+    SourcesEvent(sources)    the numbered passages in the prompt; [n] is sources[n - 1]
+    TokenEvent(text)         a piece of the model's raw text, as it is generated
+    CitationEvent(citation)  one checked citation (rag/citations.py), after generation
+    DoneEvent(answer)        the final Answer: cleaned text, citations, figures
+
+The raw tokens may hold markers that point nowhere; `DoneEvent.answer.text` is
+the cleaned text a UI should show once the stream ends. When retrieval finds
+nothing relevant (rag.retrieve.is_relevant), the model is not called: the
+stream is SourcesEvent([]), one TokenEvent with NOT_FOUND, DoneEvent(refused).
+Exceptions propagate; the web layer maps them to responses.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from rag import retrieve
+from rag.citations import Citation, cite, split_sentences
+from rag.prompt import NOT_FOUND, build_prompt
+from rag.runtime import Runtime
+from rag.types import Passage
+
+# A model's own "not in the sources" reply, in the first sentence of its answer.
+_REFUSAL = re.compile(
+    r"(?:do(?:es)?|did) not (?:contain|include|mention|provide|say)"
+    r"|(?:cannot|can't|can not|unable to) (?:answer|find|determine|tell)"
+    r"|\bno (?:information|answer|mention)\b"
+    r"|not (?:mentioned|stated|provided|given) in the (?:sources|documents|context|text)",
+    re.IGNORECASE)
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    citations: list[Citation]
+    sources: list[Passage]
+    refused: bool = False
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    generation_tokens: int = 0
+    prompt_tps: float = 0.0  # prefill speed over the tokens not cached
+    generation_tps: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds, by stage
+
+    def to_json(self) -> dict:
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "refused": self.refused,
+            "citations": [c.to_json() for c in self.citations],
+            "sources": [source_json(i + 1, p) for i, p in enumerate(self.sources)],
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "generation_tokens": self.generation_tokens,
+            "prompt_tps": round(self.prompt_tps, 2),
+            "generation_tps": round(self.generation_tps, 2),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def source_json(marker: int, p: Passage) -> dict:
+    return {"marker": marker, "doc": p.doc_id, "title": p.title, "path": p.path,
+            "page_start": p.page_start, "page_end": p.page_end, "text": p.text,
+            "score": p.score, "scores": dict(p.scores), "chunk_id": p.chunk_id,
+            "char_start": p.char_start, "char_end": p.char_end, "heading": p.heading}
+
+
+@dataclass(frozen=True)
+class SourcesEvent:
+    type: ClassVar[str] = "sources"
+    sources: list[Passage]
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    type: ClassVar[str] = "token"
+    text: str
+
+
+@dataclass(frozen=True)
+class CitationEvent:
+    type: ClassVar[str] = "citation"
+    citation: Citation
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    type: ClassVar[str] = "done"
+    answer: Answer
+
+
+Event = SourcesEvent | TokenEvent | CitationEvent | DoneEvent
+
+
+def is_refusal(text: str) -> bool:
+    """Whether the model said the sources do not hold the answer (first sentence)."""
+    sentences = split_sentences(text)
+    return bool(sentences) and bool(_REFUSAL.search(sentences[0].text))
+
+
+def stream_answer(question: str, runtime: Runtime, *, k: int | None = None,
+                  doc_ids: Sequence[str] | None = None, max_tokens: int | None = None,
+                  temperature: float | None = None) -> Iterator[Event]:
+    """Retrieve, prompt, generate and check citations, yielding events (see module doc)."""
+    config = runtime.config
+    k = config.k if k is None else k
+    max_tokens = config.max_tokens if max_tokens is None else max_tokens
+    temperature = config.temperature if temperature is None else temperature
+    if not question.strip():
+        raise ValueError("question: empty")
+    if max_tokens >= config.context_tokens:
+        raise ValueError(f"max_tokens ({max_tokens}) must be below context_tokens"
+                         f" ({config.context_tokens})")
+    clock = _Clock()
+    passages = retrieve.search(question, runtime, k=k, doc_ids=list(doc_ids or []) or None)
+    clock.mark("retrieve_s")
+    if not passages or not retrieve.is_relevant(passages):
+        yield from _not_found(question, clock)
+        return
+    generator = runtime.generator()
+    clock.mark("load_s")
+    prompt = build_prompt(question, passages, generator.tokenizer,
+                          budget=config.context_tokens - max_tokens)
+    clock.mark("prompt_s")
+    clock.timings["to_generate_s"] = clock.total()  # question -> model's first prefill step
+    yield SourcesEvent(prompt.sources)
+    pieces: list[str] = []
+    last = None
+    for response in generator.stream(prompt.tokens, max_tokens, temperature,
+                                     prefix_len=prompt.prefix_len):
+        if last is None:
+            clock.timings["first_token_s"] = clock.total()
+        last = response
+        if response.text:
+            pieces.append(response.text)
+            yield TokenEvent(response.text)
+    clock.mark("generate_s")
+    raw = "".join(pieces).strip()
+    refused = is_refusal(raw)
+    text, citations = cite(raw, prompt.sources, runtime.embedder, infer=not refused)
+    refused = refused and not any(c.supported and not c.inferred for c in citations)
+    clock.mark("citations_s")
+    for citation in citations:
+        yield CitationEvent(citation)
+    clock.timings["total_s"] = clock.total()
+    yield DoneEvent(Answer(
+        question=question, text=text, citations=citations, sources=prompt.sources,
+        refused=refused, prompt_tokens=len(prompt.tokens), cached_tokens=prompt.prefix_len,
+        generation_tokens=last.generation_tokens if last else 0,
+        prompt_tps=last.prompt_tps if last else 0.0,
+        generation_tps=last.generation_tps if last else 0.0, timings=clock.timings))
+
+
+def _not_found(question: str, clock: _Clock) -> Iterator[Event]:
+    yield SourcesEvent([])
+    yield TokenEvent(NOT_FOUND)
+    clock.timings["total_s"] = clock.total()
+    yield DoneEvent(Answer(question=question, text=NOT_FOUND, citations=[], sources=[],
+                           refused=True, timings=clock.timings))
+
+
+def answer(question: str, runtime: Runtime, **options) -> Answer:
+    """The whole answer at once: `stream_answer` collected (same options)."""
+    done = None
+    for event in stream_answer(question, runtime, **options):
+        if isinstance(event, DoneEvent):
+            done = event.answer
+    assert done is not None  # stream_answer always ends with DoneEvent
+    return done
+
+
+class _Clock:
+    """Stage timings: `mark(name)` records the seconds since the previous mark."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self.last
+        self.last = now
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start

@@ -1,0 +1,148 @@
+"""Answers end to end with the offline models: real LanceDB, real MiniLM, real SmolLM2."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from rag.types import Chunk, Document
+
+pytestmark = pytest.mark.slow
+
+DOCS = {
+    "Aurora Observatory History": [
+        ("The Aurora observatory was completed in 1932 on the summit of Mount Keller. "
+         "Its construction took six years and employed ninety workers."),
+        ("The main telescope of the Aurora observatory has a 2.4 metre mirror, ground in Jena. "
+         "Visitors may tour the dome on Saturdays."),
+    ],
+    "Spices of the World": [
+        ("Saffron is harvested by hand from the crocus flower in autumn. "
+         "A kilogram of saffron needs about 150,000 flowers."),
+        "Black pepper grows on a flowering vine in the Malabar region of India.",
+    ],
+}
+
+
+def add_docs(runtime) -> dict[str, str]:
+    """Store DOCS (one page per chunk) and return title -> document id."""
+    ids = {}
+    for title, pages in DOCS.items():
+        digest = hashlib.sha256(title.encode()).hexdigest()
+        doc = Document(path=f"/docs/{title}.txt", title=title, mime="text/plain",
+                       sha256=digest, pages=[])
+        chunks = [Chunk(digest, i, text, i + 1, i + 1, 0, len(text))
+                  for i, text in enumerate(pages)]
+        vectors = runtime.embedder.embed_batch([c.text for c in chunks])
+        runtime.store.add_document(doc, chunks, vectors, source=b"".join(p.encode() for p in pages))
+        ids[title] = digest
+    runtime.store.refresh_indexes()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def generator(pack_config):
+    from rag.generate import load_generator
+
+    return load_generator(pack_config)
+
+
+@pytest.fixture
+def docs_runtime(runtime, generator):
+    runtime._generator = generator
+    runtime.doc_ids = add_docs(runtime)
+    return runtime
+
+
+class NoModel:
+    """Stands in for the generator where the model must not be called."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the model was used ({name})")
+
+
+def test_unanswerable_question_is_refused_without_calling_the_model(runtime):
+    from rag.answer import DoneEvent, SourcesEvent, TokenEvent, stream_answer
+    from rag.prompt import NOT_FOUND
+
+    add_docs(runtime)
+    runtime._generator = NoModel()
+    events = list(stream_answer("Who won the football world cup in 1998?", runtime))
+    assert [type(e) for e in events] == [SourcesEvent, TokenEvent, DoneEvent]
+    answer = events[-1].answer
+    assert answer.refused and answer.text == NOT_FOUND and answer.citations == []
+    assert answer.to_json()["refused"] is True
+
+
+def test_question_answered_in_one_document_cites_it(docs_runtime):
+    from rag.answer import CitationEvent, DoneEvent, SourcesEvent, TokenEvent, stream_answer
+
+    events = list(stream_answer("When was the Aurora observatory completed?", docs_runtime,
+                                max_tokens=60))
+    assert isinstance(events[0], SourcesEvent) and isinstance(events[-1], DoneEvent)
+    assert any(isinstance(e, TokenEvent) for e in events)
+    answer = events[-1].answer
+    assert not answer.refused and "1932" in answer.text
+    aurora = docs_runtime.doc_ids["Aurora Observatory History"]
+    supported = [c for c in answer.citations if c.supported]
+    assert supported and all(c.doc_id == aurora for c in supported)
+    assert [e.citation for e in events if isinstance(e, CitationEvent)] == answer.citations
+    source = answer.sources[supported[0].passage]
+    assert source.text[supported[0].span_start:supported[0].span_end] == supported[0].quote
+    assert "1932" in supported[0].quote
+
+
+def test_answer_json_shape(docs_runtime):
+    from rag.answer import answer
+
+    data = answer("How many flowers does a kilogram of saffron need?", docs_runtime,
+                  max_tokens=40).to_json()
+    assert {"answer", "citations", "sources", "refused"} <= set(data)
+    for source in data["sources"]:
+        assert {"marker", "doc", "title", "page_start", "page_end", "text", "score"} <= set(source)
+    assert [s["marker"] for s in data["sources"]] == list(range(1, len(data["sources"]) + 1))
+    for citation in data["citations"]:
+        assert {"marker", "doc", "page", "supported", "span", "quote"} <= set(citation)
+        text = data["sources"][citation["marker"] - 1]["text"]
+        assert text[citation["span"][0]:citation["span"][1]] == citation["quote"]
+
+
+def test_prefix_cache_gives_the_same_tokens_as_no_cache(docs_runtime, generator):
+    from mlx_lm import stream_generate
+
+    from rag.prompt import build_prompt
+    from rag.retrieve import search
+
+    question = "Where was the telescope mirror ground?"
+    prompt = build_prompt(question, search(question, docs_runtime), generator.tokenizer,
+                          budget=2000)
+    assert prompt.prefix_len > 50
+    plain = [r.token for r in stream_generate(generator.model, generator.tokenizer,
+                                              prompt.tokens, max_tokens=40)]
+    hits = generator.prefix_hits
+    for _ in range(2):  # the first may compute the prefix, the second must reuse it
+        cached = [r.token for r in generator.stream(prompt.tokens, 40, 0.0,
+                                                    prefix_len=prompt.prefix_len)]
+        assert cached == plain
+    assert generator.prefix_hits >= hits + 1
+
+
+def test_concurrent_questions_share_one_model(docs_runtime):
+    from rag.answer import answer
+
+    questions = ["When was the Aurora observatory completed?",
+                 "How many flowers does a kilogram of saffron need?"]
+    alone = [answer(q, docs_runtime, max_tokens=30).text for q in questions]
+    together: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        together[i] = answer(questions[i], docs_runtime, max_tokens=30).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert [together[0], together[1]] == alone

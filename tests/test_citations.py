@@ -1,0 +1,103 @@
+"""Markers, sentences, support and spans (rag/citations.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.citations import best_span, cite, clean_markers, marker_numbers, split_sentences
+from rag.types import Passage
+
+AURORA = ("The Aurora observatory was completed in 1932 on the summit of Mount Keller. "
+          "Its main telescope has a 2.4 metre mirror, ground in Jena. "
+          "Visitors may tour the dome on Saturdays.")
+SAFFRON = ("Saffron is harvested by hand from the crocus flower in autumn. "
+           "A kilogram needs about 150,000 flowers.")
+
+
+def passage(i: int, text: str, title: str, page: int = 3) -> Passage:
+    return Passage(f"d{i}:0", f"d{i}", title, f"/docs/{i}.pdf", text, page, page, 0, len(text))
+
+
+SOURCES = [passage(1, AURORA, "Aurora Observatory History"),
+           passage(2, SAFFRON, "Spices of the World", page=12)]
+
+
+@pytest.mark.parametrize("group, numbers", [
+    ("1", [1]), ("1, 2", [1, 2]), ("1,2,3", [1, 2, 3]), ("1-3", [1, 2, 3]),
+    ("2 - 4", [2, 3, 4]), ("Source 2", [2]), ("1; 4", [1, 4]),
+])
+def test_marker_numbers(group, numbers):
+    assert marker_numbers(group) == numbers
+
+
+def test_markers_are_parsed_in_every_form():
+    text = "A [1]. B [1, 2]. C [1][2]. D [1-2]. E [Source 2]."
+    sentences = split_sentences(clean_markers(text, 2))
+    assert [s.markers for s in sentences] == [(1,), (1, 2), (1, 2), (1, 2), (2,)]
+
+
+def test_out_of_range_markers_are_dropped_from_the_text():
+    assert clean_markers("Built in 1932 [1][7]. Big [0, 2]. Odd [9].", 2) == \
+        "Built in 1932 [1]. Big [2]. Odd."
+    text, citations = cite("It was completed in 1932 [4].", SOURCES)
+    assert text == "It was completed in 1932."
+    assert all(c.marker in (1, 2) for c in citations)
+
+
+def test_markers_after_the_full_stop_belong_to_the_sentence_before():
+    sentences = split_sentences("First claim. [1] Second claim [2].\n[1]")
+    assert [(s.claim, s.markers) for s in sentences] == \
+        [("First claim.", (1,)), ("Second claim.", (2, 1))]
+
+
+def test_sentences_split_on_decimals_and_cjk_correctly():
+    assert [s.claim for s in split_sentences("It has a 2.4 m mirror. It is old.")] == \
+        ["It has a 2.4 m mirror.", "It is old."]
+    assert len(split_sentences("天文台建于1932年。它很大。")) == 2
+
+
+def test_spans_point_to_the_right_offsets():
+    start, end = best_span("The mirror was ground in Jena.", AURORA)
+    assert AURORA[start:end] == "Its main telescope has a 2.4 metre mirror, ground in Jena."
+    text, [citation] = cite("Saffron needs about 150,000 flowers per kilogram [2].", SOURCES)
+    assert (citation.marker, citation.passage, citation.doc_id, citation.page) == (2, 1, "d2", 12)
+    assert SAFFRON[citation.span_start:citation.span_end] == citation.quote == \
+        "A kilogram needs about 150,000 flowers."
+    assert text[citation.sentence_start:citation.sentence_end] == text
+
+
+def test_a_wrong_number_is_not_supported_even_with_the_same_words():
+    _, [citation] = cite("The Aurora observatory was completed in 1950 on Mount Keller [1].",
+                         SOURCES)
+    assert citation.lexical > 0.6 and not citation.supported
+
+
+def test_lexical_only_without_an_embedder():
+    _, citations = cite("The Aurora observatory was completed in 1932 [1]. "
+                        "Paris is the capital of France [2].", SOURCES)
+    assert [c.supported for c in citations] == [True, False]
+
+
+@pytest.mark.slow
+def test_support_check_with_the_real_embedder(embedder):
+    copied = "The Aurora observatory was completed in 1932 on the summit of Mount Keller [1]."
+    paraphrase = "Visitors can tour the dome every Saturday [1]."
+    unrelated = "Bananas are the most popular fruit in Ecuador [2]."
+    _, citations = cite(f"{copied} {paraphrase} {unrelated}", SOURCES, embedder)
+    supported = {c.sentence: c.supported for c in citations}
+    assert supported == {copied.replace(" [1]", ""): True,
+                         paraphrase.replace(" [1]", ""): True,
+                         unrelated.replace(" [2]", ""): False}
+    by_sentence = {c.sentence: c for c in citations}
+    assert by_sentence[copied.replace(" [1]", "")].cosine > 0.95
+    assert by_sentence[unrelated.replace(" [2]", "")].cosine < 0.4
+
+
+@pytest.mark.slow
+def test_an_uncited_sentence_that_matches_a_source_gets_an_inferred_citation(embedder):
+    text, citations = cite("The observatory on Mount Keller was completed in 1932. "
+                           "I hope this helps.", SOURCES, embedder)
+    assert text == "The observatory on Mount Keller was completed in 1932. I hope this helps."
+    [citation] = citations  # nothing is inferred for the pleasantry
+    assert citation.inferred and citation.supported and citation.marker == 1
+    assert citation.quote.startswith("The Aurora observatory was completed in 1932")
