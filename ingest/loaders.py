@@ -150,6 +150,12 @@ def _decode_html(data: bytes) -> str:
 # -- worker processes with a per-file time limit -------------------------------------------
 
 def _worker(conn, passwords: Sequence[str]) -> None:
+    import logging
+    import warnings
+
+    # pypdf narrates every repair it makes; the one-line reason is what we report.
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
     while True:
         try:
             path = conn.recv()

@@ -1,0 +1,46 @@
+"""FinanceBench: the gold evidence lies in a chunk whose page is the gold page."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+
+import pytest
+
+from ingest.chunking import chunk_document
+from ingest.loaders import iter_load
+
+pytestmark = pytest.mark.slow
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def coverage(evidence: list[str], text: str) -> float:
+    have = set(words(text))
+    return sum(w in have for w in evidence) / max(1, len(evidence))
+
+
+def test_gold_evidence_is_in_a_chunk_on_the_gold_page(eval_dir, embedder):
+    root = eval_dir / "financebench"
+    questions = [json.loads(line) for line in (root / "dev.jsonl").read_text().splitlines()]
+    wanted = defaultdict(list)
+    for q in questions:
+        for ev in q["evidence"]:
+            wanted[ev["doc"]].append((q["id"], ev))
+    paths = [root / "docs" / name for name in wanted]
+    misses = []
+    for path, doc in iter_load(paths, timeout_s=300, workers=2):
+        assert not isinstance(doc, Exception), f"{path.name}: {doc}"
+        chunks = chunk_document(doc, count_tokens=embedder.count_tokens, max_tokens=160,
+                                overlap_tokens=24)
+        for qid, ev in wanted[path.name]:
+            evidence = words(ev["text"])
+            # The chunks of the gold page together must hold the evidence text.
+            on_page = " ".join(c.text for c in chunks
+                               if c.page_start <= ev["page"] <= c.page_end)
+            if coverage(evidence, on_page) < 0.8:
+                misses.append((qid, path.name, ev["page"], round(coverage(evidence, on_page), 2)))
+    assert not misses, misses
