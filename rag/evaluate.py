@@ -1,0 +1,190 @@
+"""Retrieval (and answer) quality on a question set with gold evidence.
+
+Gold rules (../shared/eval/README.md):
+- PDF sets: the passage comes from the gold document and its page range
+  includes a gold page.
+- Text sets: the passage comes from the gold document and, after lowercasing
+  and collapsing whitespace, contains the gold text or shares a contiguous
+  stretch with it at least half as long as the shorter of the two.
+
+Evidence names a file inside the set's docs/ folder; a stored document is
+matched to it by the basename of its path.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rag.types import Passage
+
+KS = (1, 5, 10)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    doc: str
+    page: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    lang: str
+    evidence: tuple[Evidence, ...]
+    answers: tuple[str, ...] = ()
+
+
+def load_questions(path: Path, limit: int | None = None) -> list[Question]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            evidence = tuple(Evidence(e["doc"], e.get("page"), e.get("text") or "")
+                             for e in row.get("evidence", []))
+            out.append(Question(str(row.get("id", len(out))), row["question"],
+                                row.get("lang", "en"), evidence, tuple(row.get("answers", []))))
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def text_matches(passage: str, gold: str) -> bool:
+    """The text-set rule on already normalised strings."""
+    if not passage or not gold:
+        return False
+    if gold in passage:
+        return True
+    need = min(len(passage), len(gold)) / 2
+    matcher = SequenceMatcher(None, passage, gold, autojunk=False)
+    return matcher.find_longest_match(0, len(passage), 0, len(gold)).size >= need
+
+
+def is_gold(passage: Passage, evidence: Sequence[Evidence], doc_name: str) -> bool:
+    """Whether `passage` (from the document whose file is named `doc_name`) is gold."""
+    text = None
+    for ev in evidence:
+        if ev.doc != doc_name:
+            continue
+        if ev.page is not None:
+            if passage.page_start <= ev.page <= passage.page_end:
+                return True
+            continue
+        text = normalise(passage.text) if text is None else text
+        if text_matches(text, normalise(ev.text)):
+            return True
+    return False
+
+
+def first_gold_rank(passages: Sequence[Passage], question: Question) -> int | None:
+    """1-based rank of the first gold passage, or None."""
+    for rank, p in enumerate(passages, 1):
+        if is_gold(p, question.evidence, Path(p.path).name):
+            return rank
+    return None
+
+
+def summarise(ranks: Sequence[int | None], k: int = 10) -> dict:
+    n = len(ranks)
+    out = {f"hit@{c}": (sum(1 for r in ranks if r and r <= c) / n if n else 0.0) for c in KS}
+    out[f"mrr@{k}"] = sum(1 / r for r in ranks if r and r <= k) / n if n else 0.0
+    out["n"] = n
+    return out
+
+
+Search = Callable[[str, int], list[Passage]]
+
+
+def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int = 10) -> dict:
+    """Run `search(question, k)` for each question; scores overall and per language."""
+    ranks: list[int | None] = []
+    times: list[float] = []
+    per_question = []
+    for q in questions:
+        start = time.perf_counter()
+        passages = search(q.question, k)
+        times.append((time.perf_counter() - start) * 1000)
+        rank = first_gold_rank(passages, q)
+        ranks.append(rank)
+        per_question.append({"id": q.id, "lang": q.lang, "rank": rank,
+                             "ms": round(times[-1], 2)})
+    report = summarise(ranks, k)
+    langs = sorted({q.lang for q in questions})
+    report["by_lang"] = {lang: summarise([r for r, q in zip(ranks, questions) if q.lang == lang], k)
+                         for lang in langs}
+    ordered = sorted(times)
+    report["query_seconds"] = sum(times) / 1000
+    report["query_ms"] = {"mean": sum(times) / len(times) if times else 0.0,
+                          "p50": ordered[len(ordered) // 2] if ordered else 0.0,
+                          "p95": ordered[int(len(ordered) * 0.95)] if ordered else 0.0}
+    report["questions"] = per_question
+    return report
+
+
+def evaluate_answers(questions: Sequence[Question], answer: Callable[[str], object]) -> dict:
+    """Citation and refusal figures from `answer(question)` (rag.answer.Answer-like objects).
+
+    Written against a narrow reading of the interface: `.citations` (each with
+    `.supported` and `.marker`), `.sources`, `.refused`, and a tokens/s figure.
+    Missing attributes count as absent, never as errors.
+    """
+    markers = valid = cited = supported = refused = 0
+    speeds = []
+    for q in questions:
+        result = answer(q.question)
+        refused += bool(getattr(result, "refused", False))
+        sources = list(getattr(result, "sources", []) or [])
+        for citation in getattr(result, "citations", []) or []:
+            markers += 1
+            valid += 1 <= _marker_number(getattr(citation, "marker", None)) <= len(sources)
+            cited += 1
+            supported += bool(getattr(citation, "supported", False))
+        speed = getattr(result, "tokens_per_s", None) or getattr(result, "tokens_per_second", None)
+        if speed:
+            speeds.append(float(speed))
+    n = len(questions)
+    return {"n": n, "refusal_rate": refused / n if n else 0.0,
+            "markers": markers, "valid_marker_share": valid / markers if markers else 0.0,
+            "supported_share": supported / cited if cited else 0.0,
+            "tokens_per_s": sum(speeds) / len(speeds) if speeds else None}
+
+
+def _marker_number(marker: object) -> int:
+    try:
+        return int(str(marker).strip("[] "))
+    except ValueError:
+        return 0
+
+
+def plot_hits(report: dict, path: Path) -> None:
+    """hit@k curves (overall and per language) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    series = {"all": report} | {lang: r for lang, r in report.get("by_lang", {}).items()}
+    for name, r in series.items():
+        ax.plot(KS, [r[f"hit@{c}"] for c in KS], marker="o", label=f"{name} (n={r['n']})")
+    ax.set_xlabel("k")
+    ax.set_ylabel("hit@k")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(KS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,127 @@
+"""Gold rules, metrics and the `rag eval` command (real LanceDB, real MiniLM)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from rag.evaluate import (Evidence, Question, evaluate_answers, evaluate_retrieval,
+                          first_gold_rank, is_gold, normalise, summarise, text_matches)
+from rag.types import Passage
+
+
+def passage(text: str, path: str = "/d/a.txt", pages: tuple[int, int] = (1, 1)) -> Passage:
+    return Passage(chunk_id="c", doc_id="d", title="a", path=path, text=text,
+                   page_start=pages[0], page_end=pages[1], char_start=0, char_end=len(text))
+
+
+GOLD = "Mother-to-child transmission (MTCT) is the main cause of HIV-1 infection in children."
+
+
+def test_contains_after_lowercase_and_whitespace():
+    text = "Intro.  MOTHER-to-child transmission\n(MTCT) is the main   cause of HIV-1 infection" \
+           " in children. More text follows here."
+    assert is_gold(passage(text), [Evidence("a.txt", text=GOLD)], "a.txt")
+
+
+def test_half_overlap_counts_and_less_does_not():
+    gold = normalise(GOLD)
+    half = gold[: len(gold) // 2 + 1]
+    assert text_matches("unrelated start " + half + " unrelated end", gold)
+    # A chunk boundary cut the gold sentence: the passage is shorter than the gold text,
+    # and the shared stretch is at least half of the passage.
+    assert text_matches(gold[-30:], gold)
+    assert not text_matches("x" * 40 + gold[:10] + "y" * 40, gold)
+    assert not text_matches("", gold) and not text_matches(gold, "")
+
+
+def test_wrong_document_is_not_gold():
+    assert not is_gold(passage(GOLD, path="/d/b.txt"), [Evidence("a.txt", text=GOLD)], "b.txt")
+
+
+def test_pdf_rule_uses_page_ranges():
+    ev = [Evidence("r.pdf", page=7, text="an annotator excerpt")]
+    assert is_gold(passage("anything", "/x/r.pdf", (6, 7)), ev, "r.pdf")
+    assert not is_gold(passage("anything", "/x/r.pdf", (8, 9)), ev, "r.pdf")
+    assert not is_gold(passage("anything", "/x/s.pdf", (7, 7)), ev, "s.pdf")
+
+
+def test_rank_and_metrics():
+    q = Question("1", "?", "en", (Evidence("a.txt", text=GOLD),))
+    assert first_gold_rank([passage("An unrelated passage about valves."), passage(GOLD)], q) == 2
+    assert first_gold_rank([passage("An unrelated passage about valves.")], q) is None
+    m = summarise([1, 2, None, 7])
+    assert (m["hit@1"], m["hit@5"], m["hit@10"], m["n"]) == (0.25, 0.5, 0.75, 4)
+    assert m["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 7) / 4)
+
+
+def test_evaluate_retrieval_by_language():
+    qs = [Question("1", "a", "en", (Evidence("a.txt", text="gold"),)),
+          Question("2", "b", "th", (Evidence("a.txt", text="gold"),))]
+    report = evaluate_retrieval(qs, lambda q, k: [passage("gold" if q == "a" else "miss")])
+    assert report["hit@1"] == 0.5 and report["by_lang"]["en"]["hit@1"] == 1.0
+    assert report["by_lang"]["th"]["hit@10"] == 0.0 and len(report["questions"]) == 2
+
+
+def test_evaluate_answers_is_defensive():
+    class Cite:
+        def __init__(self, marker, supported):
+            self.marker, self.supported = marker, supported
+
+    class Ans:
+        refused = False
+        sources = ["s1", "s2"]
+        citations = [Cite(1, True), Cite("[2]", False), Cite(5, True)]
+        tokens_per_s = 10.0
+
+    class Refusal:
+        refused = True
+
+    results = iter([Ans(), Refusal()])
+    report = evaluate_answers([Question("1", "a", "en", ())] * 2, lambda q: next(results))
+    assert report["refusal_rate"] == 0.5 and report["markers"] == 3
+    assert report["valid_marker_share"] == pytest.approx(2 / 3)
+    assert report["supported_share"] == pytest.approx(2 / 3) and report["tokens_per_s"] == 10.0
+
+
+@pytest.mark.slow
+def test_eval_command_end_to_end(pack_paths, tmp_path):
+    from rag.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "valves.txt").write_text("The XK-4471 relief valve is serviced every nine hundred "
+                                     "operating hours.\n\nIt was designed in Rotterdam.")
+    (docs / "cats.txt").write_text("The feline dozed all afternoon on the woollen carpet.")
+    questions = tmp_path / "q.jsonl"
+    rows = [{"id": "1", "question": "How often is the XK-4471 valve serviced?", "lang": "en",
+             "evidence": [{"doc": "valves.txt", "text": "serviced every nine hundred operating"
+                                                        " hours"}]},
+            {"id": "2", "question": "Where did the cat sleep?", "lang": "en",
+             "evidence": [{"doc": "cats.txt", "text": "The feline dozed"}]}]
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "--docs", str(docs), "--questions", str(questions),
+                                       "--out", str(out), "--embedder", str(pack_paths.embedder)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["hit@1"] == 1.0 and report["n"] == 2 and report["documents"] == 2
+    assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds", "query_seconds"} <= set(report)
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_eval_on_shared_xquad_sample(eval_dir, pack_paths, tmp_path):
+    from rag.cli import main
+
+    base = eval_dir / "xquad" / "zh"
+    out = tmp_path / "zh.json"
+    result = CliRunner().invoke(main, ["eval", "--docs", str(base / "docs"), "--questions",
+                                       str(base / "dev.jsonl"), "--limit", "40", "--out",
+                                       str(out), "--embedder", str(pack_paths.embedder)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == 40 and report["documents"] == 48
+    assert report["hit@5"] >= 0.7

@@ -1,0 +1,136 @@
+"""Hybrid retrieval on a real LanceDB with the real MiniLM: fusion, scripts, filters, orphans."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from rag.retrieve import fuse, is_relevant, search, weights
+from rag.types import Chunk, Document, Page
+
+pytestmark = pytest.mark.slow
+
+ENGLISH = [
+    "The XK-4471 relief valve is serviced every nine hundred operating hours.",
+    "The feline dozed all afternoon on the woollen carpet near the fireplace.",
+    "Quarterly revenue grew because the company opened stores in three new regions.",
+    "Glaciers carve U-shaped valleys as they slowly move downhill under their own weight.",
+    "Photosynthesis converts light energy into chemical energy stored in sugars.",
+    "The orchestra rehearsed the symphony twice before the opening night concert.",
+]
+CHINESE = ["长城是中国古代的军事防御工程，全长两万多公里。",
+           "熊猫主要生活在四川的山区，以竹子为食。",
+           "上海是中国最大的经济中心之一，港口吞吐量世界第一。"]
+THAI = ["กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทยและมีประชากรมากที่สุด",
+        "ช้างเป็นสัตว์ประจำชาติของไทยและเคยใช้ในการทำสงคราม",
+        "ต้มยำกุ้งเป็นอาหารไทยที่มีรสเปรี้ยวและเผ็ด"]
+
+
+def make_doc(name: str, paragraphs: list[str]) -> tuple[Document, list[Chunk]]:
+    text = "\n\n".join(paragraphs)
+    doc = Document(path=f"/docs/{name}", title=name.rsplit(".", 1)[0], mime="text/plain",
+                   sha256=hashlib.sha256(text.encode()).hexdigest(), pages=[Page(1, text)])
+    chunks, pos = [], 0
+    for i, para in enumerate(paragraphs):
+        start = text.index(para, pos)
+        pos = start + len(para)
+        chunks.append(Chunk(doc.id, i, para, 1, 1, start, pos))
+    return doc, chunks
+
+
+def add(runtime, name: str, paragraphs: list[str]) -> Document:
+    doc, chunks = make_doc(name, paragraphs)
+    vectors = runtime.embedder.embed_batch([c.text for c in chunks])
+    runtime.store.add_documents([(doc, chunks, vectors, text_bytes(doc))])
+    runtime.store.refresh_indexes()
+    return doc
+
+
+def text_bytes(doc: Document) -> bytes:
+    return doc.pages[0].text.encode()
+
+
+@pytest.fixture
+def corpus(runtime):
+    docs = {"en": add(runtime, "english.txt", ENGLISH), "zh": add(runtime, "chinese.txt", CHINESE),
+            "th": add(runtime, "thai.txt", THAI)}
+    return runtime, docs
+
+
+def test_lexical_only_match_is_found(corpus):
+    runtime, _ = corpus
+    top = search("XK-4471", runtime, k=3)
+    assert top[0].text == ENGLISH[0]
+    assert top[0].scores["text"] > 0 and top[0].scores["text_rank"] == 1
+
+
+def test_paraphrase_only_match_is_found(corpus):
+    runtime, _ = corpus
+    top = search("Where did the cat sleep?", runtime, k=3)
+    assert top[0].text == ENGLISH[1]  # no content word in common: the vector side found it
+    assert top[0].scores["vector_rank"] == 1
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("长城有多长？", CHINESE[0]), ("熊猫吃什么？", CHINESE[1]),
+    ("เมืองหลวงของประเทศไทยคืออะไร", THAI[0]), ("สัตว์ประจำชาติของไทยคืออะไร", THAI[1]),
+])
+def test_chinese_and_thai_found_through_bigrams(corpus, question, expected):
+    runtime, _ = corpus
+    top = search(question, runtime, k=3)
+    assert top[0].text == expected
+    assert top[0].scores["text"] > 0
+
+
+def test_passages_carry_location_and_scores(corpus):
+    runtime, docs = corpus
+    p = search("glaciers carve valleys", runtime, k=1)[0]
+    assert p.doc_id == docs["en"].id and p.path == "/docs/english.txt" and p.title == "english"
+    assert docs["en"].pages[0].text[p.char_start:p.char_end] == p.text
+    assert p.score == p.scores["fused"] > 0 and 0.3 < p.scores["vector"] <= 1.0
+
+
+def test_doc_ids_filter(corpus):
+    runtime, docs = corpus
+    other = add(runtime, "more.txt", ["Glaciers are rivers of ice that carve valleys slowly."])
+    both = search("glaciers carve valleys", runtime, k=10)
+    assert {p.doc_id for p in both} >= {docs["en"].id, other.id}
+    only = search("glaciers carve valleys", runtime, k=10, doc_ids=[other.id])
+    assert only and {p.doc_id for p in only} == {other.id}
+
+
+def test_orphan_chunks_are_never_returned(corpus):
+    runtime, docs = corpus
+    store = runtime.store
+    # An interrupted ingest: chunks written, document row never written.
+    doc, chunks = make_doc("orphan.txt", ["The XK-4471 relief valve orphan copy, nine hundred"
+                                          " operating hours."])
+    store.chunks.add(store._chunk_table(doc, chunks, runtime.embedder.embed_batch([chunks[0].text])))
+    store.refresh_indexes()
+    assert doc.id not in store.ready_ids()
+    for question in ("XK-4471 relief valve orphan copy", "Where did the cat sleep?"):
+        assert all(p.doc_id != doc.id for p in search(question, runtime, k=20))
+    assert search("XK-4471 relief valve", runtime, k=1)[0].doc_id == docs["en"].id
+
+
+def test_fuse_ranks_after_dropping_orphans():
+    rows = lambda ids, key: [{"id": i, "doc_id": i[0], key: 0.5} for i in ids]  # noqa: E731
+    fused = fuse(rows(["x1", "a1", "a2"], "_distance"), rows(["a2", "x2"], "_score"), {"a"})
+    assert [r["id"] for r, _ in fused] == ["a2", "a1"]
+    assert fused[0][1]["vector_rank"] == 2 and fused[0][1]["text_rank"] == 1
+
+
+def test_foreign_questions_lean_on_full_text_with_english_only_embedder():
+    assert weights("熊猫吃什么？", "all-MiniLM-L6-v2") < weights("What do pandas eat?",
+                                                             "all-MiniLM-L6-v2")
+    assert weights("熊猫吃什么？", "multilingual-e5-base") == weights("x", "multilingual-e5-base")
+
+
+def test_relevance_signal(corpus):
+    runtime, _ = corpus
+    assert is_relevant(search("How often is the relief valve serviced?", runtime))
+    assert is_relevant(search("熊猫吃什么？", runtime))
+    assert not is_relevant(search("Which striker won the 1998 football World Cup final?",
+                                  runtime))
+    assert not is_relevant([])
