@@ -102,9 +102,17 @@ def load(path: Path, *, passwords: Sequence[str] = ()) -> Document:
         headings = _markdown_headings(text)
         first = next((h for h in headings if " > " not in h[2]), None)
         title = first[2] if first else title
+    else:
+        title = _first_line_title(text) or title
     mime = "text/markdown" if kind == "markdown" else "text/plain"
     return Document(path=str(path), title=title, mime=mime, sha256=sha,
                     pages=[Page(1, text)], headings=headings)
+
+
+def _first_line_title(text: str) -> str:
+    """A short first line reads as the title of a note or paper."""
+    first = text.lstrip().split("\n", 1)[0].strip()
+    return first if 3 <= len(first) <= 150 and len(first.split()) <= 25 else ""
 
 
 def _markdown_headings(text: str) -> tuple[tuple[int, int, str], ...]:

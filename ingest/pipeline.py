@@ -220,7 +220,7 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
                                 overlap_tokens=config.chunk_overlap)
         timings.chunk += time.perf_counter() - start
         start = time.perf_counter()
-        vectors = embedder.embed_batch([c.text for c in chunks])
+        vectors = embedder.embed_batch([embedding_text(doc, c) for c in chunks])
         timings.embed += time.perf_counter() - start
         status = "replaced" if previous.get(path) else "ingested"
         result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
@@ -232,6 +232,13 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
         notify("chunks", chunks_done, 0)
         finish(result)
         wait = time.perf_counter()
+
+
+def embedding_text(doc: Document, chunk: Chunk) -> str:
+    """What the embedder sees: the chunk under its document title and section, which
+    places generic passages ("the searches yielded...") in their context."""
+    context = " > ".join(part for part in (doc.title, chunk.heading) if part)
+    return f"{context}\n{chunk.text}" if context else chunk.text
 
 
 def _one_line(exc: BaseException) -> str:
