@@ -237,7 +237,9 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
 def embedding_text(doc: Document, chunk: Chunk) -> str:
     """What the embedder sees: the chunk under its document title and section, which
     places generic passages ("the searches yielded...") in their context."""
-    context = " > ".join(part for part in (doc.title, chunk.heading) if part)
+    heading = chunk.heading
+    context = heading if heading.startswith(doc.title) else \
+        " > ".join(part for part in (doc.title, heading) if part)
     return f"{context}\n{chunk.text}" if context else chunk.text
 
 
