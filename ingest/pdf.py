@@ -9,7 +9,7 @@ from typing import Sequence
 from ingest.errors import LoadError
 from rag.types import Document, Page
 
-_HYPHEN = re.compile(r"(\w)-\n(\w)")
+_HYPHEN = re.compile(r"([^\W\d_])-\n([a-z\u00df-\u00ff])")  # "exam-\nple", not "2019-\n2020"
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANKS = re.compile(r"\n{3,}")
 

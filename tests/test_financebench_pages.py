@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 
@@ -28,6 +29,8 @@ def coverage(evidence: str, text: str) -> float:
 def test_gold_evidence_is_in_a_chunk_on_the_gold_page(eval_dir, embedder):
     root = eval_dir / "financebench"
     questions = [json.loads(line) for line in (root / "dev.jsonl").read_text().splitlines()]
+    if not os.environ.get("RAG_FULL_EVAL"):  # the whole set takes minutes; CI checks a slice
+        questions = questions[:12]
     wanted = defaultdict(list)
     for q in questions:
         for ev in q["evidence"]:
