@@ -2,19 +2,24 @@
 
 Units are sentences (split further into windows when a sentence alone is too
 long, as happens with Thai or Chinese text without punctuation, or tables).
-Units are packed greedily up to `max_tokens`; a new section (heading) or page
-always starts a new chunk, so every chunk lies on one page and cites it
-exactly; each chunk repeats the last sentences of the one before, up to
-`overlap_tokens`. A chunk's text is always `page.text[char_start:char_end]`.
+Units are packed greedily up to `max_tokens`, preferring to end a chunk at a
+paragraph break; a new section (heading) or page always starts a new chunk, so
+every chunk lies on one page and cites it exactly. A chunk cut inside a
+paragraph repeats its last sentences, up to `overlap_tokens`, at the start of
+the next. A chunk's text is always `page.text[char_start:char_end]`
+(see `chunk_source_text`). Nothing is prefixed to the text: the store keeps the
+title and heading path beside it.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rag.types import Chunk, Document
 
@@ -22,6 +27,7 @@ from rag.types import Chunk, Document
 # Arabic, Thai-style enders that need no space after them.
 _SENTENCE_END = re.compile(r"(?:[.!?;](?:[\"'”’)\]]*)\s+)|(?:[。！？；।॥؟۔]+[\"'”’）」』]*\s*)|"
                            r"(?:\n(?=\s*(?:[-*•·]|\d+[.)])\s))|(?:[ \u00a0]{2,})")
+MAX_CHARS_PER_TOKEN = 8  # a cap well above real tokenizers (English ~4.5, CJK < 1)
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SPACE = re.compile(r"\s")
 
@@ -32,6 +38,7 @@ class _Unit:
     end: int
     tokens: int
     section: int  # index of the heading it falls under (-1: none)
+    para: int  # index of its paragraph on the page
 
 
 def _spans(text: str, pattern: re.Pattern, start: int, end: int) -> list[tuple[int, int]]:
@@ -54,43 +61,74 @@ def _trim(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def _windows(text: str, start: int, end: int, tokens: int, max_tokens: int) -> list[tuple]:
-    """Split an over-long span into near-equal windows, at spaces where there are any."""
+    """Split an over-long span into near-equal windows: at line breaks (table rows) or
+    spaces where there are any in the window's back half, else between characters."""
     pieces = math.ceil(tokens / max_tokens)
     size = (end - start) / pieces
     cuts, pos = [start], start
     for i in range(1, pieces):
         target = int(start + i * size)
-        space = text.rfind(" ", pos + 1, target + 1)
-        cut = space + 1 if space > pos + size / 2 else target
+        floor = int(pos + size / 2)
+        cut = target
+        for sep in ("\n", " "):
+            found = text.rfind(sep, floor, target + 1)
+            if found > pos:
+                cut = found + 1
+                break
+        if _is_mark(text, cut):
+            cut = _char_boundary(text, cut, pos)
         cuts.append(cut)
         pos = cut
     cuts.append(end)
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _is_mark(text: str, i: int) -> bool:
+    # Thai and Devanagari vowel signs and tone marks (category M*) belong to the letter before.
+    return 0 < i < len(text) and unicodedata.category(text[i]).startswith("M")
+
+
+def _char_boundary(text: str, cut: int, floor: int) -> int:
+    while cut > floor + 1 and _is_mark(text, cut):
+        cut -= 1
+    return cut
+
+
+def _fit(text: str, start: int, end: int, tokens: int, count: Callable[[str], int],
+         max_tokens: int, depth: int = 0) -> list[tuple[int, int, int]]:
+    """(start, end, tokens) spans of at most max_tokens each (tokenizers are not linear
+    in characters, so a window that is still too long is split again)."""
+    if tokens <= max_tokens or end - start <= 1 or depth > 4:
+        return [(start, end, tokens)]
+    out = []
+    for a, b in _windows(text, start, end, tokens, max_tokens):
+        a, b = _trim(text, a, b)
+        if b > a:
+            out.extend(_fit(text, a, b, count(text[a:b]), count, max_tokens, depth + 1))
+    return out
 
 
 def _units(text: str, count: Callable[[str], int], max_tokens: int,
            section_at: Callable[[int], int]) -> list[_Unit]:
     units = []
-    for p_start, p_end in _spans(text, _PARAGRAPH, 0, len(text)):
+    for para, (p_start, p_end) in enumerate(_spans(text, _PARAGRAPH, 0, len(text))):
         for s_start, s_end in _spans(text, _SENTENCE_END, p_start, p_end):
             s_start, s_end = _trim(text, s_start, s_end)
             if s_end <= s_start:
                 continue
             tokens = count(text[s_start:s_end])
-            spans = [(s_start, s_end, tokens)]
-            if tokens > max_tokens:
-                spans = []
-                for a, b in _windows(text, s_start, s_end, tokens, max_tokens):
-                    a, b = _trim(text, a, b)
-                    if b > a:
-                        spans.append((a, b, count(text[a:b])))
-            for a, b, n in spans:
-                units.append(_Unit(a, b, n, section_at(a)))
+            for a, b, n in _fit(text, s_start, s_end, tokens, count, max_tokens):
+                units.append(_Unit(a, b, n, section_at(a), para))
     return units
 
 
-def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tokens: int = 160,
-                   overlap_tokens: int = 24) -> list[Chunk]:
+def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tokens: int = 200,
+                   overlap_tokens: int = 30) -> list[Chunk]:
+    def count(text: str) -> int:
+        # A tokenizer that does not know a script (an English WordPiece on Thai) turns a
+        # whole run of it into one [UNK]: never let a chunk grow past a sane length.
+        return max(count_tokens(text), -(-len(text) // MAX_CHARS_PER_TOKEN))
+
     chunks: list[Chunk] = []
     for page in doc.pages:
         if not page.text.strip():
@@ -98,10 +136,8 @@ def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tok
         heads = sorted((off, path) for num, off, path in doc.headings if num == page.number)
         offsets = [h[0] for h in heads]
 
-        def section_at(pos: int) -> int:
-            return bisect.bisect_right(offsets, pos) - 1
-
-        units = _units(page.text, count_tokens, max_tokens, section_at)
+        units = _units(page.text, count, max_tokens,
+                       lambda pos, offsets=offsets: bisect.bisect_right(offsets, pos) - 1)
         for group in _pack(units, max_tokens, overlap_tokens):
             start, end = group[0].start, group[-1].end
             section = group[0].section
@@ -113,17 +149,26 @@ def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tok
 
 
 def _pack(units: list[_Unit], max_tokens: int, overlap_tokens: int) -> list[list[_Unit]]:
+    """Greedy packing. A chunk ends early at a paragraph break once it is half full and
+    the next paragraph would not fit whole; only a cut inside a paragraph repeats the
+    last sentences (up to overlap_tokens) at the start of the next chunk."""
+    para_tokens: dict[int, int] = {}
+    for unit in units:
+        para_tokens[unit.para] = para_tokens.get(unit.para, 0) + unit.tokens
     groups: list[list[_Unit]] = []
     current: list[_Unit] = []
     size = 0
     fresh = 0  # units in `current` that are not overlap from the previous chunk
     for unit in units:
-        new_section = current and unit.section != current[-1].section
-        if current and (size + unit.tokens > max_tokens or new_section):
+        new_section = bool(current) and unit.section != current[-1].section
+        new_para = bool(current) and unit.para != current[-1].para
+        full = size + unit.tokens > max_tokens
+        early = new_para and size * 2 >= max_tokens and size + para_tokens[unit.para] > max_tokens
+        if current and (full or new_section or early):
             if fresh:
                 groups.append(current)
             carry: list[_Unit] = []
-            if not new_section:
+            if not (new_section or new_para):
                 budget = overlap_tokens
                 for prev in reversed(current):
                     if prev.tokens > budget or len(carry) + 1 >= len(current):
@@ -139,7 +184,22 @@ def _pack(units: list[_Unit], max_tokens: int, overlap_tokens: int) -> list[list
     return groups
 
 
+PAGE_JOIN = "\n\n"  # between the pages of a chunk that spans pages
+
+
 def chunk_source_text(doc: Document, chunk: Chunk) -> str:
-    """The exact page text a chunk was cut from (chunks never span pages)."""
-    page = next(p for p in doc.pages if p.number == chunk.page_start)
-    return page.text[chunk.char_start:chunk.char_end]
+    """The exact page text a chunk was cut from.
+
+    One page: `page.text[char_start:char_end]`. Pages start..end: the rest of the
+    first page from char_start, every page between in full, and the last page up to
+    char_end, joined with PAGE_JOIN. `chunk_document` keeps every chunk on one page
+    (so a citation names one page); the rule is defined so that stores and viewers
+    need no special case if that ever changes.
+    """
+    pages = {p.number: p.text for p in doc.pages}
+    if chunk.page_start == chunk.page_end:
+        return pages[chunk.page_start][chunk.char_start:chunk.char_end]
+    parts = [pages[chunk.page_start][chunk.char_start:]]
+    parts += [pages[n] for n in range(chunk.page_start + 1, chunk.page_end) if n in pages]
+    parts.append(pages[chunk.page_end][:chunk.char_end])
+    return PAGE_JOIN.join(parts)

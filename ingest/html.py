@@ -15,14 +15,17 @@ _SKIP = {"script", "style", "noscript", "template", "svg", "nav", "header", "foo
          "form", "button", "select", "iframe", "object", "canvas", "dialog", "menu", "head"}
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
          "source", "track", "wbr"}
-_BLOCK = {"p", "div", "section", "article", "main", "li", "ul", "ol", "table", "tr", "td", "th",
-          "blockquote", "pre", "figure", "figcaption", "dd", "dt", "dl", "br", "hr", "caption",
-          "h1", "h2", "h3", "h4", "h5", "h6", "address", "details", "summary"}
+_BLOCK = {"p", "div", "section", "article", "main", "ul", "ol", "table", "blockquote", "pre",
+          "figure", "figcaption", "dl", "hr", "caption", "h1", "h2", "h3", "h4", "h5", "h6",
+          "address", "details", "summary"}
+_LINE = {"br", "li", "tr", "dt", "dd"}  # a line break, not a paragraph: lists and tables stay together
+_CELL = {"td", "th"}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BOILERPLATE = re.compile(r"cookie|consent|gdpr|banner|newsletter|subscribe|share|social|"
                           r"breadcrumb|sidebar|advert|promo|popup|modal|related|comments?\b|"
-                          r"navbar|site-nav|skip-link|masthead", re.I)
-_WS = re.compile(r"[ \t\r\f\v\u00a0]+")
+                          r"navbar|site-nav|skip-link|masthead", re.IGNORECASE)
+_CONTENTISH = re.compile(r"content|article|main|body|post|entry|story|text", re.IGNORECASE)
+_WS = re.compile(r"[ \t\n\r\f\v\u00a0]+")
 
 
 class _Extractor(HTMLParser):
@@ -38,6 +41,7 @@ class _Extractor(HTMLParser):
         self.heading: tuple[int, list[str], int, int] | None = None
         self.headings: list[tuple[int, str, int]] = []  # (level, text, index in parts)
         self.main_headings: list[tuple[int, str, int]] = []
+        self.pre = 0  # depth of <pre>, where line breaks are content
 
     def _skipped(self, tag: str, attrs: dict) -> bool:
         if tag in _SKIP:
@@ -49,8 +53,11 @@ class _Extractor(HTMLParser):
             return True
         if attrs.get("role") in ("navigation", "banner", "contentinfo", "dialog", "search"):
             return True
-        marker = f"{attrs.get('id') or ''} {attrs.get('class') or ''}"
-        return bool(marker.strip()) and bool(_BOILERPLATE.search(marker)) and tag != "body"
+        if tag in ("body", "main", "article"):
+            return False
+        # "cookie-banner" is chrome; "grid-content-sidebar" wraps the article on some sites.
+        tokens = f"{attrs.get('id') or ''} {attrs.get('class') or ''}".split()
+        return any(_BOILERPLATE.search(t) and not _CONTENTISH.search(t) for t in tokens)
 
     def handle_starttag(self, tag, attrs):
         attrs = {k: (v or "") for k, v in attrs}
@@ -68,12 +75,18 @@ class _Extractor(HTMLParser):
             if tag not in _VOID:
                 self.skip.append(tag)
             return
+        if tag == "pre":
+            self.pre += 1
         if tag in ("main", "article"):
             self.main_depth += 1
             if self.main_parts is None:
                 self.main_parts = []
         if tag in _BLOCK:
             self._emit("\n\n")
+        elif tag in _LINE:
+            self._emit("\n")
+        elif tag in _CELL:
+            self._emit("\t")
         if tag in _HEADINGS:
             self.heading = (_HEADINGS[tag], [], len(self.parts), len(self.main_parts or []))
 
@@ -98,6 +111,10 @@ class _Extractor(HTMLParser):
             self.heading = None
         if tag in _BLOCK:
             self._emit("\n\n")
+        elif tag in _LINE:
+            self._emit("\n")
+        if tag == "pre" and self.pre:
+            self.pre -= 1
         if tag in ("main", "article") and self.main_depth:
             self.main_depth -= 1
 
@@ -109,7 +126,13 @@ class _Extractor(HTMLParser):
             return
         if self.heading:
             self.heading[1].append(data)
-        self._emit(_WS.sub(" ", data))
+        if self.pre:
+            for i, line in enumerate(data.split("\n")):
+                if i:
+                    self._emit("\n")
+                self._emit(line)
+        else:
+            self._emit(_WS.sub(" ", data))
 
     def _emit(self, text: str) -> None:
         self.parts.append(text)
@@ -117,14 +140,15 @@ class _Extractor(HTMLParser):
             self.main_parts.append(text)
 
 
-def _assemble(parts: list[str], marks: list[tuple[int, str, int]]) -> tuple[str, list]:
-    """Join text pieces with normalised whitespace (blocks become blank lines).
+_BREAKS = {"\n\n": 3, "\n": 2, "\t": 1}  # paragraph > line > table cell
 
-    Returns the text and (offset, heading path) for each section start.
-    """
+
+def _assemble(parts: list[str], marks: list[tuple[int, str, int]]) -> tuple[str, list]:
+    """Join text pieces with normalised whitespace (blocks become blank lines, rows lines,
+    cells " | "). Returns the text and (offset, heading path) for each section start."""
     out: list[str] = []
     length = 0
-    pending = False  # a paragraph break waits for the next real text
+    pending = 0  # the strongest break seen since the last text
     heads: list[tuple[int, str]] = []
     stack: list[tuple[int, str]] = []
     mark_at: dict[int, list[tuple[int, str]]] = {}
@@ -133,20 +157,24 @@ def _assemble(parts: list[str], marks: list[tuple[int, str, int]]) -> tuple[str,
     opened: list[tuple[int, str]] = []
     for i, piece in enumerate(parts + [""]):
         opened.extend(mark_at.get(i, []))
-        if piece == "\n\n":
-            pending = True
+        if piece in _BREAKS:
+            pending = max(pending, _BREAKS[piece])
             continue
         if not piece.strip():
             if piece and out and not out[-1].endswith((" ", "\n")) and not pending:
                 out.append(" ")
                 length += 1
             continue
-        if pending and out:
-            out.append("\n\n")
-            length += 2
-        if not out or pending:
+        if out and pending:
+            trimmed = out[-1].rstrip(" ")
+            length -= len(out[-1]) - len(trimmed)
+            out[-1] = trimmed
+            sep = {3: "\n\n", 2: "\n", 1: " | "}[pending]
+            out.append(sep)
+            length += len(sep)
+        if not out or pending or out[-1].endswith((" ", "\n")):
             piece = piece.lstrip()
-        pending = False
+        pending = 0
         for level, text in opened:
             stack = [s for s in stack if s[0] < level] + [(level, text)]
             heads.append((length, " > ".join(t for _, t in stack)))

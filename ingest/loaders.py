@@ -11,9 +11,9 @@ import hashlib
 import multiprocessing as mp
 import re
 import time
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ingest.errors import LoadError, UnsupportedFile
 from rag.types import Document, Page
@@ -21,10 +21,18 @@ from rag.types import Document, Page
 TEXT_EXTS = {".txt", ".text", ".log", ".rst", ".csv", ".tsv", ".org", ".tex"}
 MARKDOWN_EXTS = {".md", ".markdown", ".mdown", ".mkd"}
 HTML_EXTS = {".html", ".htm", ".xhtml"}
-_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w:.-]+)""", re.I)
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w:.-]+)""", re.IGNORECASE)
 
-__all__ = ["LoadError", "UnsupportedFile", "load", "iter_load", "sniff"]
+__all__ = [
+    "LoadError",
+    "UnsupportedFile",
+    "decode_text",
+    "iter_load",
+    "load",
+    "load_with_timeout",
+    "sniff",
+]
 
 
 def sniff(path: Path, head: bytes) -> str:
@@ -71,13 +79,21 @@ def decode_text(data: bytes) -> str:
         return data.decode("latin-1")
 
 
+def _candidates(password: str | None, passwords: Sequence[str]) -> list[str]:
+    return ([password] if password else []) + [p for p in passwords if p and p != password]
+
+
 def _clean(text: str) -> str:
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
     return text.strip("\n\ufeff ")
 
 
-def load(path: Path, *, passwords: Sequence[str] = ()) -> Document:
-    """Load one file; LoadError or UnsupportedFile with a one-line reason otherwise."""
+def load(path: Path, *, password: str | None = None, passwords: Sequence[str] = ()) -> Document:
+    """Load one file; LoadError or UnsupportedFile with a one-line reason otherwise.
+
+    `password` (and any further candidates in `passwords`) open encrypted PDFs.
+    """
+    passwords = _candidates(password, passwords)
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -128,7 +144,7 @@ def _markdown_headings(text: str) -> tuple[tuple[int, int, str], ...]:
 
 
 def _fenced_ranges(text: str) -> list[tuple[int, int]]:
-    fences = [m.start() for m in re.finditer(r"^(```|~~~)", text, re.M)]
+    fences = [m.start() for m in re.finditer(r"^(```|~~~)", text, re.MULTILINE)]
     return list(zip(fences[::2], fences[1::2] + [len(text)] * (len(fences) % 2)))
 
 
@@ -164,6 +180,8 @@ def _worker(conn, passwords: Sequence[str]) -> None:
     # pypdf narrates every repair it makes; the one-line reason is what we report.
     logging.getLogger("pypdf").setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
+    _limit_memory(WORKER_MEMORY)
+    _exit_with_parent()
     while True:
         try:
             path = conn.recv()
@@ -182,6 +200,36 @@ def _worker(conn, passwords: Sequence[str]) -> None:
         except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the batch
             result = LoadError(f"cannot parse: {type(exc).__name__}: {exc}"[:300])
         conn.send(result)
+
+
+WORKER_MEMORY = 4 << 30  # bytes of address space a parser may take before MemoryError
+
+
+def _limit_memory(limit: int) -> None:
+    # A decompression bomb should fail one file, not swap the machine for everyone else.
+    try:
+        import resource
+
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard == resource.RLIM_INFINITY or hard > limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not on this platform: the time limit still applies
+
+
+def _exit_with_parent() -> None:
+    # A parent killed without cleanup must not leave a worker parsing a hung file forever.
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class _Slot:
@@ -209,9 +257,17 @@ class _Slot:
         self.conn.close()
 
 
-def iter_load(paths: Sequence[Path], *, passwords: Sequence[str] = (), timeout_s: float = 120,
-              workers: int = 2) -> Iterator[tuple[Path, Document | Exception]]:
-    """Yield (path, Document or the reason it failed) as workers finish, in any order."""
+def iter_load(paths: Sequence[Path], password: str | None = None, timeout_s: float = 120,
+              workers: int = 2, *, passwords: Sequence[str] = ()
+              ) -> Iterator[tuple[Path, Document | Exception]]:
+    """Yield (path, Document or the reason it failed) as workers finish, in any order.
+
+    Each file is loaded in one of `workers` processes; a worker past `timeout_s`
+    on one file, or one that dies, is killed and replaced, and that file gets a
+    LoadError ("timed out after N s", "parser crashed on this file"). Callers
+    that are scripts need the usual `if __name__ == "__main__":` guard (spawn).
+    """
+    passwords = _candidates(password, passwords)
     todo = list(paths)[::-1]
     if not todo:
         return
@@ -227,7 +283,9 @@ def iter_load(paths: Sequence[Path], *, passwords: Sequence[str] = (), timeout_s
             ready = wait([s.conn for s in busy], timeout=max(0.0, left))
             for slot in busy:
                 path = slot.path
-                if slot.conn in ready:
+                # poll(): the consumer may have spent long on the last yield; a result that
+                # arrived meanwhile is a result, not a timeout.
+                if slot.conn in ready or slot.conn.poll():
                     try:
                         yield path, slot.conn.recv()
                         replace = False
@@ -250,3 +308,12 @@ def iter_load(paths: Sequence[Path], *, passwords: Sequence[str] = (), timeout_s
     finally:
         for slot in slots:
             slot.stop(kill=bool(slot.path))
+
+
+def load_with_timeout(path: Path, password: str | None = None, timeout_s: float = 120, *,
+                      passwords: Sequence[str] = ()) -> Document:
+    """`load` in a worker process killed past `timeout_s`: returns the Document or raises."""
+    [(_, result)] = list(iter_load([Path(path)], password, timeout_s, 1, passwords=passwords))
+    if isinstance(result, Exception):
+        raise result
+    return result

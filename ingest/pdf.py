@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ingest.errors import LoadError
 from rag.types import Document, Page
@@ -12,14 +12,42 @@ from rag.types import Document, Page
 _HYPHEN = re.compile(r"([^\W\d_])-\n([a-z\u00df-\u00ff])")  # "exam-\nple", not "2019-\n2020"
 _SPACES = re.compile(r"[ \t\u00a0]+")
 _BLANKS = re.compile(r"\n{3,}")
+_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi",
+                            "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
+_GLYPH = re.compile(r"/g\d{1,5}")
+_ENDS = set(".!?:\"”。！？।؟")
 
 
 def clean_page_text(text: str) -> str:
     text = text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    text = text.translate(_LIGATURES)  # "ﬂow" must match a search for "flow"
     text = _HYPHEN.sub(r"\1\2", text)  # re-join words hyphenated at line ends
     text = _SPACES.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANKS.sub("\n\n", text).strip()
+    lines = _paragraph_breaks([line.strip() for line in text.split("\n")])
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _glyph_soup(text: str) -> bool:
+    """Fonts without a Unicode map come out as glyph names (/g152/g135...): that is no
+    text layer at all, and indexing it would only pollute search."""
+    return sum(map(len, _GLYPH.findall(text))) * 2 > len(text)
+
+
+def _paragraph_breaks(lines: list[str]) -> list[str]:
+    """pypdf drops the space between paragraphs; put a blank line back after a short line
+    that ends a sentence, in running text (where most lines are long), so the chunker
+    can cut there."""
+    widths = sorted(len(line) for line in lines if line)
+    if len(widths) < 4 or widths[len(widths) * 4 // 5] < 40:
+        return lines  # a table, a slide, a title page
+    full = widths[len(widths) * 4 // 5]
+    out = []
+    for line, after in zip(lines, lines[1:] + [""]):
+        out.append(line)
+        if (line and after and line[-1] in _ENDS and len(line) < 0.7 * full
+                and (after[0].isupper() or after[0].isdigit() or not after[0].isascii())):
+            out.append("")
+    return out
 
 
 def _open(path: Path, passwords: Sequence[str]):
@@ -36,7 +64,7 @@ def _open(path: Path, passwords: Sequence[str]):
             try:
                 if reader.decrypt(password):
                     return reader
-            except Exception as exc:  # noqa: BLE001 - unsupported or broken encryption
+            except Exception as exc:
                 raise LoadError(f"encrypted: {_reason(exc)}") from exc
         raise LoadError("encrypted: wrong password" if passwords
                         else "encrypted: password required")
@@ -45,6 +73,7 @@ def _open(path: Path, passwords: Sequence[str]):
 
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"(?: @\d+)?:? b['\"].*$", "", text)  # drop dumps of the raw bytes
     return text[:200]
 
 
@@ -52,7 +81,7 @@ def load_pdf(path: Path, data_sha256: str, passwords: Sequence[str] = ()) -> Doc
     reader = _open(path, passwords)
     try:
         raw_pages = list(reader.pages)
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on broken trees
+    except Exception as exc:
         raise LoadError(f"malformed PDF: {_reason(exc)}") from exc
     if not raw_pages:
         raise LoadError("malformed PDF: no pages")
@@ -62,7 +91,7 @@ def load_pdf(path: Path, data_sha256: str, passwords: Sequence[str] = ()) -> Doc
             text = clean_page_text(page.extract_text() or "")
         except Exception:  # noqa: BLE001 - one bad page must not lose the document
             text = ""
-        if len(text.strip()) < 3:
+        if len(text.strip()) < 3 or _glyph_soup(text):
             empty += 1
             text = ""
         pages.append(Page(number, text))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 from conftest import CORPORA
+
 from ingest.chunking import chunk_document, chunk_source_text
 from ingest.loaders import load
 from rag.types import Document, Page
@@ -37,7 +39,7 @@ def test_offsets_map_back_to_the_exact_chunk_text():
 def test_consecutive_chunks_overlap_by_whole_sentences():
     text = " ".join(f"Sentence number {i} is here." for i in range(40))
     chunks = chunk_document(doc_of(text), count_tokens=words, max_tokens=30, overlap_tokens=10)
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in itertools.pairwise(chunks):
         assert b.char_start < a.char_end  # overlap
         assert b.text.startswith("Sentence number")
 
@@ -70,3 +72,56 @@ def test_pdf_chunks_keep_their_page_numbers():
     where = {c.page_start for c in chunks if "1987" in c.text}
     assert where == {1}
     assert {c.page_start for c in chunks if "C/1996 H2" in c.text} == {3}
+
+
+def test_chunk_source_text_joins_pages_with_a_blank_line():
+    from ingest.chunking import PAGE_JOIN
+    from rag.types import Chunk
+
+    doc = doc_of("first page end", "middle", "last page start")
+    chunk = Chunk(doc_id=doc.id, ordinal=0, text="", page_start=1, page_end=3,
+                  char_start=6, char_end=4, heading="")
+    assert PAGE_JOIN == "\n\n"
+    assert chunk_source_text(doc, chunk) == "page end\n\nmiddle\n\nlast"
+
+
+def test_real_tokenizer_budget_holds_for_every_script(embedder):
+    count = embedder.count_tokens
+    texts = {
+        "zh": "诺曼人是在10世纪和11世纪将自己的名字赋予法国诺曼底的人。" * 40,
+        "th": "ชาวนอร์มันเป็นผู้คนที่ให้ชื่อของตนแก่นอร์มังดี ซึ่งเป็นภูมิภาคในฝรั่งเศส " * 30,
+        "hi": "नॉर्मन वे लोग थे जिन्होंने फ्रांस में नॉर्मंडी को अपना नाम दिया। " * 30,
+        "ar": "النورمان هم الشعب الذي أعطى اسمه لنورماندي في فرنسا؟ " * 30,
+        "table": "\n".join(f"Revenue {y} 1,{y % 97:03d} 2,{y % 89:03d} 3,{y % 83:03d}"
+                           for y in range(1900, 2000)),
+    }
+    for lang, text in texts.items():
+        doc = doc_of(text)
+        chunks = chunk_document(doc, count_tokens=count, max_tokens=64, overlap_tokens=8)
+        assert len(chunks) > 2, lang
+        assert max(count(c.text) for c in chunks) <= 64, lang
+        assert all(text[c.char_start:c.char_end] == c.text for c in chunks), lang
+        covered = set()
+        for c in chunks:
+            covered.update(range(c.char_start, c.char_end))
+        assert all(i in covered for i, ch in enumerate(text) if not ch.isspace()), lang
+    rows = chunk_document(doc_of(texts["table"]), count_tokens=count, max_tokens=64)
+    assert all(c.text.startswith("Revenue") for c in rows)  # cut between rows, not inside
+
+
+def test_sentence_cuts_for_cjk_and_devanagari_punctuation():
+    text = "第一句话很短。第二句话也很短！第三句呢？" * 10
+    chunks = chunk_document(doc_of(text), count_tokens=len, max_tokens=40, overlap_tokens=0)
+    assert all(c.text.startswith("第") and c.text[-1] in "。！？" for c in chunks)
+    hindi = "यह पहला वाक्य है। यह दूसरा वाक्य है। " * 20
+    chunks = chunk_document(doc_of(hindi), count_tokens=len, max_tokens=60, overlap_tokens=0)
+    assert all(c.text.endswith("।") for c in chunks)
+
+
+def test_chunks_end_at_paragraph_breaks_when_half_full():
+    para = lambda p: " ".join(f"P{p} sentence {s} here." for s in range(5))  # 20 words
+    text = "\n\n".join(para(p) for p in range(6))
+    chunks = chunk_document(doc_of(text), count_tokens=words, max_tokens=50, overlap_tokens=8)
+    # Two whole paragraphs per chunk (40 words), never a third one cut in half.
+    assert [c.text.split()[0] for c in chunks] == ["P0", "P2", "P4"]
+    assert all(c.text.endswith("sentence 4 here.") for c in chunks)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 import re
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPORA
+
 from ingest.errors import LoadError, UnsupportedFile
-from ingest.loaders import decode_text, iter_load, load
+from ingest.loaders import decode_text, iter_load, load, load_with_timeout
 from ingest.pdfgen import write_pdf
 
 
@@ -32,6 +33,16 @@ def test_encrypted_pdf_needs_its_password(tmp_path):
     with pytest.raises(LoadError, match="^encrypted: wrong password$"):
         load(pdf, passwords=["nope"])
     assert "42 crowns" in load(pdf, passwords=["nope", "pw1"]).pages[0].text
+    assert "42 crowns" in load(pdf, password="pw1").pages[0].text
+    with pytest.raises(LoadError, match="^encrypted: wrong password$"):
+        load(pdf, password="pw2")
+
+
+def test_pdf_text_keeps_words_whole_and_drops_nul(tmp_path):
+    pdf = write_pdf(tmp_path / "x.pdf", [["A deliberately long sentence about the hydro-"
+                                          "electric plant that was examined " * 3 + "\x00end."]])
+    text = load(pdf).pages[0].text
+    assert "\x00" not in text and "  " not in text and text.endswith("end.")
 
 
 @pytest.mark.parametrize("data,reason", [
@@ -55,14 +66,27 @@ def test_other_types_are_skipped(tmp_path):
 
 
 @pytest.mark.parametrize("encoded", [
-    codecs.BOM_UTF8 + "Grüße aus Köln".encode("utf-8"),
+    codecs.BOM_UTF8 + "Grüße aus Köln".encode(),
     codecs.BOM_UTF16_LE + "Grüße aus Köln".encode("utf-16-le"),
     codecs.BOM_UTF16_BE + "Grüße aus Köln".encode("utf-16-be"),
-    "Grüße aus Köln".encode("utf-8"),
+    "Grüße aus Köln".encode(),
     "Grüße aus Köln".encode("latin-1"),
 ])
-def test_text_encodings_are_detected(encoded):
+def test_text_encodings_are_detected(encoded, tmp_path):
     assert decode_text(encoded) == "Grüße aus Köln"
+    path = tmp_path / "note.txt"
+    path.write_bytes(encoded)
+    doc = load(path)
+    assert doc.pages[0].text == "Grüße aus Köln" and doc.mime == "text/plain"
+
+
+def test_cp1252_punctuation_and_sha256(tmp_path):
+    data = "\u201cSmart quotes\u201d \u2013 and a euro sign: \u20ac5.".encode("cp1252")
+    path = tmp_path / "old.txt"
+    path.write_bytes(data)
+    doc = load(path)
+    assert doc.pages[0].text == "\u201cSmart quotes\u201d \u2013 and a euro sign: \u20ac5."
+    assert doc.sha256 == hashlib.sha256(data).hexdigest()
 
 
 def test_markdown_heading_paths(tmp_path):
@@ -89,6 +113,77 @@ def test_html_declared_charset_is_honoured(tmp_path):
                      .encode("cp1252"))
     doc = load(path)
     assert doc.title == "Café" and "Crème brûlée" in doc.pages[0].text
+
+
+def test_html_tables_become_rows_and_hidden_parts_go(tmp_path):
+    path = tmp_path / "t.html"
+    path.write_text("<html><head><meta property='og:title' content='Prices'></head><body>"
+                    "<div class='content-with-sidebar'><h1>Fares</h1><table>"
+                    "<tr><th>Route</th><th>Price</th></tr><tr><td>A to B</td><td>4 EUR</td></tr>"
+                    "</table><p hidden>secret</p><div style='display: none'>gone</div>"
+                    "<div id='cookie-consent'>We use cookies</div><form>Search</form>"
+                    "<ul><li>one</li><li>two</li></ul></div></body></html>")
+    doc = load(path)
+    assert doc.title == "Prices"
+    assert doc.pages[0].text == "Fares\n\nRoute | Price\nA to B | 4 EUR\n\none\ntwo"
+    assert doc.headings == ((1, 0, "Fares"),)
+
+
+def test_real_web_pages_keep_text_and_drop_code(eval_dir):
+    pages = sorted((eval_dir / "html" / "docs").glob("*.html"))
+    assert len(pages) > 40
+    code = re.compile(r"function\s*\(|\bvar \w+ ?=|\{\s*display\s*:|window\.\w|@media|!important")
+    for path in pages:
+        doc = load(path)
+        assert doc.title and doc.title != path.stem, path.name
+        assert not code.search(doc.pages[0].text), path.name
+    fool = load(eval_dir / "html" / "docs" / "crag-01-0.html").pages[0].text
+    assert "has been shorthand for the broad market since it was first published in 1896" in fool
+    assert "Dogs of the Dow X" not in load(eval_dir / "html" / "docs" / "crag-01-3.html").pages[0].text
+
+
+def test_a_folder_of_good_and_bad_files_gets_a_document_or_one_line_each(tmp_path):
+    good = write_pdf(tmp_path / "good.pdf", [["Page one text."], ["Page two text."]])
+    files = {
+        "good.pdf": good.read_bytes(),
+        "truncated.pdf": good.read_bytes()[: len(good.read_bytes()) // 3],
+        "random.pdf": os.urandom(4000),
+        "random-header.pdf": b"%PDF-1.7\n" + os.urandom(4000),
+        "locked.pdf": write_pdf(tmp_path / "l.pdf", [["Hidden."]], password="s3cret").read_bytes(),
+        "empty.txt": b"",
+        "scan.pdf": write_pdf(tmp_path / "s.pdf", [[], []]).read_bytes(),
+        "notes.md": b"# Notes\n\nSome text.",
+        "report.docx": b"PK\x03\x04" + os.urandom(200),
+        "archive.zip": b"PK\x03\x04" + os.urandom(200),
+    }
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    results = {p.name: r for p, r in iter_load(sorted(folder.iterdir()), timeout_s=30, workers=2)}
+    assert set(results) == set(files)
+    assert [p.number for p in results["good.pdf"].pages] == [1, 2]
+    assert results["notes.md"].title == "Notes"
+    assert str(results["locked.pdf"]) == "encrypted: password required"
+    assert str(results["empty.txt"]) == "empty file"
+    assert "no text layer" in str(results["scan.pdf"])
+    assert str(results["report.docx"]) == "unsupported file type: .docx"
+    assert isinstance(results["archive.zip"], UnsupportedFile)
+    for name in ("truncated.pdf", "random.pdf", "random-header.pdf"):
+        assert isinstance(results[name], LoadError), name
+    for result in results.values():
+        if isinstance(result, Exception):
+            assert str(result) and "\n" not in str(result) and len(str(result)) <= 300
+
+
+def test_load_with_timeout_returns_the_document_or_raises(tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_text("plain note")
+    assert load_with_timeout(note, None, 30).pages[0].text == "plain note"
+    fifo = tmp_path / "stuck.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(LoadError, match="^timed out after 2 s$"):
+        load_with_timeout(fifo, None, 2)
 
 
 def test_iter_load_reports_every_file_and_survives_a_hang(tmp_path, monkeypatch):
@@ -126,3 +221,32 @@ def test_robustness_corpus_every_pdf_ingested_or_refused(eval_dir):
             assert str(result) and "\n" not in str(result), path
     encrypted_ok = [p for p, r in results.items() if not isinstance(r, Exception)]
     assert len(encrypted_ok) > len(paths) // 2
+
+
+def test_pdf_page_text_cleanup():
+    from ingest.pdf import _glyph_soup, clean_page_text
+
+    raw = ("The ﬂow of water through the hydro-\nelectric plant was exam-\nined in 2019-\n2020 "
+           "by the   team.\nShort closing line.\nA new paragraph starts here and it runs on for a "
+           "good while\nuntil the line is long enough to look like running text in a column.\n"
+           "Another full line of running text that fills the column width of the page.\x00\n")
+    text = clean_page_text(raw)
+    assert "flow" in text and "examined" in text and "2019-\n2020" in text
+    assert "hydroelectric" in text  # a cheap rule: it also joins real hyphens at line ends
+    assert "  " not in text and "\x00" not in text
+    assert "Short closing line.\n\nA new paragraph" in text
+    assert _glyph_soup("/g18/g152/g135/g148/g152/g139/g3 x") and not _glyph_soup("plain /g3 text")
+
+
+def test_a_slow_consumer_does_not_turn_finished_files_into_timeouts(tmp_path):
+    import time
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"n{i}.txt")
+        paths[-1].write_text(f"note {i}")
+    results = []
+    for path, result in iter_load(paths, timeout_s=1, workers=2):
+        results.append(result)
+        time.sleep(1.5)  # embedding the last document took longer than the time limit
+    assert all(not isinstance(r, Exception) for r in results), results
