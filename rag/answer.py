@@ -133,16 +133,21 @@ def stream_answer(question: str, runtime: Runtime, *, k: int | None = None,
     yield SourcesEvent(prompt.sources)
     pieces: list[str] = []
     last = None
-    for response in generator.stream(prompt.tokens, max_tokens, temperature,
-                                     prefix_len=prompt.prefix_len):
+    loop = _LoopGuard()
+    stream = generator.stream(prompt.tokens, max_tokens, temperature,
+                              prefix_len=prompt.prefix_len)
+    for response in stream:
         if last is None:
             clock.timings["first_token_s"] = clock.total()
         last = response
         if response.text:
             pieces.append(response.text)
             yield TokenEvent(response.text)
+            if loop.stuck(response.text):
+                break
+    stream.close()  # releases the generator's lock at once when we stopped early
     clock.mark("generate_s")
-    raw = "".join(pieces).strip()
+    raw = _drop_repeated_lines("".join(pieces).strip())
     refused = is_refusal(raw)
     text, citations = cite(raw, prompt.sources, runtime.embedder, infer=not refused)
     refused = refused and not any(c.supported and not c.inferred for c in citations)
@@ -156,6 +161,36 @@ def stream_answer(question: str, runtime: Runtime, *, k: int | None = None,
         generation_tokens=last.generation_tokens if last else 0,
         prompt_tps=last.prompt_tps if last else 0.0,
         generation_tps=last.generation_tps if last else 0.0, timings=clock.timings))
+
+
+class _LoopGuard:
+    """Small models can fall into repeating one line forever; stop at its third copy."""
+
+    def __init__(self) -> None:
+        self.line = ""
+        self.seen: dict[str, int] = {}
+
+    def stuck(self, text: str) -> bool:
+        *done, self.line = (self.line + text).split("\n")
+        for line in done:
+            key = " ".join(line.split()).lower()
+            if len(key) > 10:
+                self.seen[key] = self.seen.get(key, 0) + 1
+                if self.seen[key] >= 3:
+                    return True
+        return False
+
+
+def _drop_repeated_lines(text: str) -> str:
+    """Keep the first copy of each repeated line (of more than a few characters)."""
+    kept, seen = [], set()
+    for line in text.split("\n"):
+        key = " ".join(line.split()).lower()
+        if len(key) > 10 and key in seen:
+            continue
+        seen.add(key)
+        kept.append(line)
+    return "\n".join(kept).strip()
 
 
 def _not_found(question: str, clock: _Clock) -> Iterator[Event]:

@@ -146,3 +146,16 @@ def test_concurrent_questions_share_one_model(docs_runtime):
     for t in threads:
         t.join(timeout=300)
     assert [together[0], together[1]] == alone
+
+
+def test_a_line_repeated_by_the_model_stops_generation_and_is_kept_once():
+    from rag.answer import _drop_repeated_lines, _LoopGuard
+
+    guard = _LoopGuard()
+    stream = ["The Aurora Observatory [1]\n", "The Aurora", " Observatory [1]\n",
+              "the aurora observatory [1]\n", "never reached"]
+    stops = [guard.stuck(piece) for piece in stream[:4]]
+    assert stops == [False, False, False, True]
+    assert _drop_repeated_lines("".join(stream[:4])) == "The Aurora Observatory [1]"
+    assert _drop_repeated_lines("Yes.\nYes.\nA longer line\nA longer line") == \
+        "Yes.\nYes.\nA longer line"
