@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from pathlib import Path
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,4 +120,6 @@ def load_generator(config: Config) -> Generator:
     except Exception as exc:  # loaders raise many types; keep the cause
         raise ModelError(f"generator {resolved.name}: cannot load {resolved.path} ({exc})") \
             from exc
-    return Generator(name=resolved.name, path=resolved.path, model=model, tokenizer=tokenizer)
+    # Name what actually runs: the pack's model when we fell back to it.
+    name = Path(resolved.path).name if resolved.source == "pack" else resolved.name
+    return Generator(name=name, path=resolved.path, model=model, tokenizer=tokenizer)
