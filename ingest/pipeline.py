@@ -235,12 +235,12 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
 
 
 def embedding_text(doc: Document, chunk: Chunk) -> str:
-    """What the embedder sees: the chunk under its document title and section, which
-    places generic passages ("the searches yielded...") in their context."""
-    heading = chunk.heading
-    context = heading if heading.startswith(doc.title) else \
-        " > ".join(part for part in (doc.title, heading) if part)
-    return f"{context}\n{chunk.text}" if context else chunk.text
+    """What the embedder sees: the chunk under its section's heading path, when it has one.
+
+    (Prefixing every chunk with the document title as well was measured on
+    covidqa: +0.5 point hit@5 for 12% more tokens to embed; not worth it.)
+    """
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
 
 
 def _one_line(exc: BaseException) -> str:
