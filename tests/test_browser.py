@@ -1,0 +1,111 @@
+"""The page in a real browser: upload a PDF, ask, click a citation, see the highlighted passage."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import CORPORA, ROOT
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def offline_env(config) -> dict:
+    import os
+
+    return dict(os.environ, RAG_MODELS="pack", RAG_CACHE_DIR=str(config.cache_dir),
+                RAG_EMBEDDER=config.embedder, RAG_GENERATOR=config.generator)
+
+
+@pytest.fixture
+def server(pack_config, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli_main", "serve", "--port", str(port),
+                             "--offline", "--db", str(tmp_path / "db")],
+                            cwd=ROOT, env=offline_env(pack_config), stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    try:
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"server exited {proc.returncode}: {log.read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if json.load(r)["status"] == "ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("server did not answer /health")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_upload_ask_and_open_a_citation(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/")
+            expect(page.locator("footer")).to_contain_text("Built with Llama")
+
+            page.set_input_files("#file-input", str(CORPORA / "aurora-observatory.pdf"))
+            expect(page.locator("#uploads .status.done")).to_have_text("ready", timeout=180_000)
+            row = page.locator("#library li").filter(has_text="aurora-observatory.pdf")
+            expect(row).to_have_count(1, timeout=30_000)
+            expect(row.locator(".status")).to_have_text("ready")
+
+            page.fill("#question", "When was the Aurora observatory completed?")
+            page.press("#question", "Enter")
+            chip = page.locator("#answer .chip").first
+            expect(chip).to_be_visible(timeout=240_000)
+            expect(page.locator("#sources li").first).to_be_visible()
+            chip.click()
+
+            panel = page.locator("#panel")
+            expect(panel).to_be_visible()
+            expect(page.locator("#panel-page")).to_contain_text("Page 1")
+            mark = panel.locator("mark")
+            expect(mark).to_have_count(1)
+            assert mark.inner_text().strip()
+            link = page.locator("#panel-open")
+            expect(link).to_have_text("Open page 1")
+            assert link.get_attribute("href").endswith("/file#page=1")
+            page.screenshot(path=str(tmp_path / "answer.png"), full_page=True)
+
+            page.keyboard.press("Escape")
+            expect(panel).to_be_hidden()
+            assert not errors, errors
+        finally:
+            browser.close()

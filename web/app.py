@@ -1,0 +1,130 @@
+"""The web app: `create_app(config, runtime=None) -> Litestar` (page, JSON API, OpenAPI at /schema).
+
+Startup opens the runtime (unless given), loads the generator once and starts
+the single ingestion worker; shutdown stops the worker. Errors are always JSON
+`{"error": "..."}`; with `config.api_key` set, /api/* and /health need
+`Authorization: Bearer KEY`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import rag  # noqa: F401 - loads OpenBLAS before anything imports mlx
+from litestar import Litestar, Request, Response, get
+from litestar.config.allowed_hosts import AllowedHostsConfig
+from litestar.connection import ASGIConnection
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.response import Template
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from rag.config import Config
+from web.api import api_router
+from web.jobs import JobQueue
+
+HERE = Path(__file__).resolve().parent
+log = logging.getLogger("web")
+
+PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+
+def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    key = connection.app.state.config.api_key
+    if not key:
+        return
+    header = connection.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                             key.encode()):
+        raise NotAuthorizedException("missing or wrong API key (Authorization: Bearer KEY)")
+
+
+@get("/health", guards=[require_key], sync_to_thread=True)
+def health(state: State) -> dict:
+    runtime = state.runtime
+    generator = runtime._generator
+    return {"status": "ok",
+            "models": {"embedder": runtime.embedder.name,
+                       "generator": generator.name if generator is not None else None},
+            "store": {"documents": len(runtime.store.list_documents()),
+                      "chunks": runtime.store.count_chunks()},
+            "jobs": {"pending": state.jobs.pending()}}
+
+
+@get("/", include_in_schema=False, response_headers={"Content-Security-Policy": PAGE_CSP})
+async def index() -> Template:
+    return Template(template_name="index.html", context={"product": "Cited"})
+
+
+
+def same_origin_only(request: Request) -> Response | None:
+    """Refuse state-changing requests sent by other web sites (a browser adds Origin)."""
+    origin = request.headers.get("origin")
+    if request.method not in UNSAFE or not origin:
+        return None
+    if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+        return Response({"error": "cross-origin request refused"}, status_code=403)
+    return None
+
+
+def http_error(_: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    detail = exc.detail
+    extra = getattr(exc, "extra", None)
+    if status == 413:
+        detail = detail if detail and "entity" not in detail.lower() else "upload too large"
+    body = {"error": detail or "error"}
+    if status == 400 and extra:
+        body["details"] = extra
+    return Response(body, status_code=status, headers=getattr(exc, "headers", None))
+
+
+def server_error(_: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return Response({"error": "internal error"}, status_code=500)
+
+
+def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None = None
+               ) -> Litestar:
+    """The app; `allowed_hosts` (names the Host header may carry) guards against DNS
+    rebinding when a key-less server listens on loopback."""
+    def startup(app: Litestar) -> None:
+        state = app.state
+        if state.get("runtime") is None:
+            from rag.runtime import open_runtime
+
+            state.runtime = open_runtime(config)
+        state.runtime.generator()  # loaded once, shared by every question
+        state.jobs = JobQueue(state.runtime, Path(config.db) / "uploads")
+        state.jobs.start()
+
+    def shutdown(app: Litestar) -> None:
+        jobs = app.state.get("jobs")
+        if jobs is not None:
+            jobs.stop()
+
+    limit = config.max_upload_mb * 1024 * 1024
+    return Litestar(
+        route_handlers=[index, health, api_router([require_key]),
+                        create_static_files_router(path="/static",
+                                                   directories=[HERE / "static"])],
+        state=State({"config": config, "runtime": runtime}),
+        on_startup=[startup], on_shutdown=[shutdown],
+        template_config=TemplateConfig(directory=HERE / "templates",
+                                       engine=JinjaTemplateEngine),
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        request_max_body_size=limit + 1024 * 1024,
+        before_request=same_origin_only,
+        allowed_hosts=AllowedHostsConfig(allowed_hosts=allowed_hosts) if allowed_hosts else None,
+        debug=False,
+    )

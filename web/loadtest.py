@@ -1,0 +1,174 @@
+"""A small load test: concurrent questions and uploads against a running server.
+
+    python -m web.loadtest --url http://127.0.0.1:8000 [--key KEY] [--asks 8] [--uploads 20]
+
+Sends `--asks` questions and `--uploads` uploads (small generated .txt/.md
+files plus bad ones: random bytes named .pdf, an empty .txt, an .exe) all at
+once, waits for every upload job to finish, then prints the outcomes and
+whether /health still answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+QUESTIONS = ["When was the observatory completed?", "What does the handbook say about safety?",
+             "Which lichens were recorded?", "What is the tide range?",
+             "How long does the sourdough rise?", "Who wrote the annual report?",
+             "What is the capital of Mars?", "Summarise the field notes."]
+
+
+def request(url: str, key: str, method: str = "GET", body: bytes | None = None,
+            headers: dict | None = None, timeout: float = 600) -> tuple[int, bytes]:
+    headers = dict(headers or {})
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError as exc:
+        return 0, str(exc).encode()
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = secrets.token_hex(12)
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\";"
+            f" filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def sample_files(n: int) -> list[tuple[str, bytes, str]]:
+    """(name, bytes, expectation): about a third bad files, the rest small good notes."""
+    out = []
+    for i in range(n):
+        kind = i % 6
+        if kind == 3:
+            out.append((f"noise{i}.pdf", os.urandom(4096), "bad"))
+        elif kind == 4:
+            out.append((f"empty{i}.txt", b"", "bad"))
+        elif kind == 5:
+            out.append((f"tool{i}.exe", b"MZ" + os.urandom(512), "bad"))
+        else:
+            ext = ".md" if i % 2 else ".txt"
+            lines = [f"# Load note {i}" if ext == ".md" else f"Load note {i}", ""]
+            lines += [f"Station {i} logged {i * 7 + 3} readings on day {d}; the sensor"
+                      f" array number {i} reported calm winds." for d in range(1, 30)]
+            out.append((f"note{i}{ext}", "\n".join(lines).encode(), "good"))
+    return out
+
+
+def ask(base: str, key: str, question: str) -> dict:
+    start = time.perf_counter()
+    status, body = request(base + "/api/ask", key, "POST",
+                           json.dumps({"question": question}).encode(),
+                           {"Content-Type": "application/json"})
+    out = {"question": question, "status": status, "seconds": time.perf_counter() - start}
+    try:
+        data = json.loads(body)
+        out.update(refused=data.get("refused"), citations=len(data.get("citations", [])),
+                   error=data.get("error"))
+    except ValueError:
+        out["error"] = body[:200].decode(errors="replace")
+    return out
+
+
+def upload(base: str, key: str, name: str, data: bytes, expect: str) -> dict:
+    start = time.perf_counter()
+    body, ctype = multipart(name, data)
+    status, reply = request(base + "/api/documents", key, "POST", body, {"Content-Type": ctype})
+    out = {"file": name, "expect": expect, "status": status,
+           "upload_s": time.perf_counter() - start}
+    try:
+        job = json.loads(reply)["jobs"][0]
+    except (ValueError, KeyError, IndexError):
+        out["job"] = "none"
+        out["error"] = reply[:200].decode(errors="replace")
+        return out
+    deadline = time.monotonic() + 900
+    while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status, reply = request(f"{base}/api/jobs/{job['id']}", key)
+        if status == 200:
+            job = json.loads(reply)
+    out.update(job=job["status"], reason=job.get("reason", ""),
+               total_s=time.perf_counter() - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--key", default=os.environ.get("RAG_API_KEY", ""))
+    parser.add_argument("--asks", type=int, default=8)
+    parser.add_argument("--uploads", type=int, default=20)
+    args = parser.parse_args(argv)
+    base = args.url.rstrip("/")
+
+    status, body = request(base + "/health", args.key, timeout=10)
+    print(f"health before: {status} {body[:200].decode(errors='replace')}")
+    files = sample_files(args.uploads)
+    start = time.perf_counter()
+    healthy_during: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:  # /health latency while the load runs
+        while not stop.is_set():
+            t = time.perf_counter()
+            s, _ = request(base + "/health", args.key, timeout=30)
+            healthy_during.append(time.perf_counter() - t if s == 200 else float("inf"))
+            stop.wait(1.0)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    with ThreadPoolExecutor(max_workers=args.asks + args.uploads) as pool:
+        asks = [pool.submit(ask, base, args.key, QUESTIONS[i % len(QUESTIONS)])
+                for i in range(args.asks)]
+        ups = [pool.submit(upload, base, args.key, *f) for f in files]
+        ask_results = [f.result() for f in asks]
+        up_results = [f.result() for f in ups]
+    stop.set()
+    prober.join(5)
+    wall = time.perf_counter() - start
+
+    print(f"\n{args.asks} questions and {args.uploads} uploads at once; wall {wall:.1f} s")
+    print("asks: statuses", dict(Counter(r["status"] for r in ask_results)))
+    for r in ask_results:
+        print(f"  {r['status']} {r['seconds']:6.1f} s refused={r.get('refused')} "
+              f"citations={r.get('citations')} {r.get('error') or ''} | {r['question']}")
+    secs = sorted(r["seconds"] for r in ask_results)
+    if secs:
+        print(f"  latency median {statistics.median(secs):.1f} s, max {secs[-1]:.1f} s")
+    print("uploads: statuses", dict(Counter(r["status"] for r in up_results)),
+          "jobs", dict(Counter(r.get("job") for r in up_results)))
+    wrong = 0
+    for r in up_results:
+        ok = (r.get("job") == "done") == (r["expect"] == "good")
+        wrong += not ok
+        print(f"  {'ok ' if ok else 'BAD'} {r['file']:<14} http {r['status']} job={r.get('job')}"
+              f" {r.get('total_s', 0):6.1f} s {r.get('reason') or r.get('error') or ''}")
+    finite = [s for s in healthy_during if s != float("inf")]
+    print(f"/health during load: {len(finite)}/{len(healthy_during)} answered"
+          + (f", max {max(finite) * 1000:.0f} ms" if finite else ""))
+    status, body = request(base + "/health", args.key, timeout=10)
+    print(f"health after: {status} {body[:300].decode(errors='replace')}")
+    failed = wrong or status != 200 or any(r["status"] != 200 for r in ask_results)
+    print("RESULT:", "ok" if not failed else "problems (see above)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
