@@ -268,3 +268,15 @@ def test_page_has_a_content_security_policy(client):
     assert page.status_code == 200
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert "Built with Llama" in page.text
+
+
+def test_keyless_server_answers_only_to_loopback_names(runtime):
+    from litestar.testing import TestClient
+
+    from web.app import create_app
+
+    app = create_app(runtime.config, runtime, allowed_hosts=["127.0.0.1", "localhost", "::1"])
+    with TestClient(app=app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/api/documents").status_code == 200
+        rebound = client.get("/api/documents", headers={"host": "evil.example:8000"})
+        assert rebound.status_code == 400 and "not allowed" in rebound.json()["error"]

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 
 import rag  # noqa: F401 - loads OpenBLAS before anything imports mlx
 from litestar import Litestar, Request, Response, get
-from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.connection import ASGIConnection
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
@@ -68,7 +67,12 @@ async def index() -> Template:
 
 
 def same_origin_only(request: Request) -> Response | None:
-    """Refuse state-changing requests sent by other web sites (a browser adds Origin)."""
+    """Refuse requests for other host names (DNS rebinding) when the app has a host list,
+    and state-changing requests sent by other web sites (a browser adds Origin)."""
+    allowed = request.app.state.get("allowed_hosts")
+    host = urlsplit("//" + request.headers.get("host", "")).hostname or ""
+    if allowed and host.lower() not in allowed:
+        return Response({"error": f"host {host!r} not allowed"}, status_code=400)
     origin = request.headers.get("origin")
     if request.method not in UNSAFE or not origin:
         return None
@@ -118,13 +122,14 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         route_handlers=[index, health, api_router([require_key]),
                         create_static_files_router(path="/static",
                                                    directories=[HERE / "static"])],
-        state=State({"config": config, "runtime": runtime}),
+        state=State({"config": config, "runtime": runtime,
+                     "allowed_hosts": {h.strip("[]").lower() for h in allowed_hosts or ()}}),
         on_startup=[startup], on_shutdown=[shutdown],
         template_config=TemplateConfig(directory=HERE / "templates",
                                        engine=JinjaTemplateEngine),
         exception_handlers={HTTPException: http_error, Exception: server_error},
         request_max_body_size=limit + 1024 * 1024,
         before_request=same_origin_only,
-        allowed_hosts=AllowedHostsConfig(allowed_hosts=allowed_hosts) if allowed_hosts else None,
+
         debug=False,
     )

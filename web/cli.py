@@ -32,7 +32,7 @@ def serve(host, port, api_key, max_upload_mb, config) -> None:
 
     # Without a key, answer only to loopback names: a page elsewhere that rebinds its
     # DNS name to 127.0.0.1 must not reach the documents.
-    hosts = None if config.api_key else sorted(LOOPBACK | {"[::1]"})
+    hosts = None if config.api_key else sorted(LOOPBACK)
     app = create_app(config, allowed_hosts=hosts)
     shown = f"[{config.host}]" if ":" in config.host else config.host
     click.echo(f"Serving on http://{shown}:{config.port}")
