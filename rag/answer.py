@@ -163,6 +163,11 @@ def stream_answer(question: str, runtime: Runtime, *, k: int | None = None,
         generation_tps=last.generation_tps if last else 0.0, timings=clock.timings))
 
 
+def _line_key(line: str) -> str:
+    # Lines that differ only in numbers ("... (p. 2)", "... (p. 3)") are one loop.
+    return re.sub(r"\d+", "#", " ".join(line.split()).lower())
+
+
 class _LoopGuard:
     """Small models can fall into repeating one line forever; stop at its third copy."""
 
@@ -173,7 +178,7 @@ class _LoopGuard:
     def stuck(self, text: str) -> bool:
         *done, self.line = (self.line + text).split("\n")
         for line in done:
-            key = " ".join(line.split()).lower()
+            key = _line_key(line)
             if len(key) > 10:
                 self.seen[key] = self.seen.get(key, 0) + 1
                 if self.seen[key] >= 3:
@@ -185,7 +190,7 @@ def _drop_repeated_lines(text: str) -> str:
     """Keep the first copy of each repeated line (of more than a few characters)."""
     kept, seen = [], set()
     for line in text.split("\n"):
-        key = " ".join(line.split()).lower()
+        key = _line_key(line)
         if len(key) > 10 and key in seen:
             continue
         seen.add(key)

@@ -159,3 +159,8 @@ def test_a_line_repeated_by_the_model_stops_generation_and_is_kept_once():
     assert _drop_repeated_lines("".join(stream[:4])) == "The Aurora Observatory [1]"
     assert _drop_repeated_lines("Yes.\nYes.\nA longer line\nA longer line") == \
         "Yes.\nYes.\nA longer line"
+    numbered = _LoopGuard()
+    assert [numbered.stuck(f"A Short History (p. {n})\n") for n in (2, 3, 4)] == \
+        [False, False, True]
+    assert _drop_repeated_lines("A Short History (p. 2)\nA Short History (p. 3)") == \
+        "A Short History (p. 2)"
