@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, Router, delete, get, post
+from litestar import Request, Router, delete, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.response import File, ServerSentEvent, ServerSentEventMessage
