@@ -167,18 +167,22 @@ def best_span(claim: str, passage_text: str) -> tuple[int, int]:
     """Offsets of the passage sentence (or two adjacent ones) that best matches the claim."""
     parts = split_sentences(passage_text) or [Sentence(0, len(passage_text), passage_text, ())]
     claim_terms = terms(claim)
+    claim_numbers = {n.replace(",", "") for n in _NUMBER.findall(claim)}
     best, best_key = (parts[0].start, parts[0].end), None
     for i, part in enumerate(parts):
         for j in (i, i + 1):
             if j >= len(parts):
                 continue
             start, end = part.start, parts[j].end
-            # Dice overlap, so a second sentence must add more of the claim than
-            # it adds unrelated words; ties go to the shorter, then the earlier span.
-            span_terms = terms(passage_text[start:end])
+            # Numbers are the most specific words: the span holding the claim's
+            # numbers wins. Then Dice overlap, so a second sentence must add more of
+            # the claim than unrelated words; ties go to the shorter, then the earlier.
+            span_text = passage_text[start:end]
+            span_terms = terms(span_text)
             common = len(claim_terms & span_terms)
             dice = 2 * common / (len(claim_terms) + len(span_terms) or 1)
-            key = (dice, -(end - start))
+            numbers = len(claim_numbers & {n.replace(",", "") for n in _NUMBER.findall(span_text)})
+            key = (numbers, dice, -(end - start))
             if best_key is None or key > best_key:
                 best, best_key = (start, end), key
     return best

@@ -101,3 +101,13 @@ def test_an_uncited_sentence_that_matches_a_source_gets_an_inferred_citation(emb
     [citation] = citations  # nothing is inferred for the pleasantry
     assert citation.inferred and citation.supported and citation.marker == 1
     assert citation.quote.startswith("The Aurora observatory was completed in 1932")
+
+
+def test_span_prefers_the_sentence_holding_the_claims_numbers():
+    from rag.citations import best_span
+
+    text = ("Aurora Observatory: A Short History\nThe observatory stands on a ridge. "
+            "It was completed in 1987 after eleven years of planning.")
+    start, end = best_span("The Aurora observatory was completed in 1987.", text)
+    assert "completed in 1987" in text[start:end]
+    assert "Short History" not in text[start:end]
