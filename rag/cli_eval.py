@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -75,90 +74,13 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
 
 
 def ingest_folder(docs_dir: Path, runtime) -> None:
-    try:
-        from ingest.pipeline import ingest_paths
-    except ImportError:  # FALLBACK until ingest.loaders / ingest.chunking land
-        fallback_ingest(docs_dir, runtime)
-        return
+    from ingest.pipeline import ingest_paths
+
     report = ingest_paths([docs_dir], runtime, recursive=True)
     failed = [f for f in report.files if f.status == "failed"]
     if failed:
         click.echo(f"{len(failed)} files failed to ingest, e.g. {failed[0].path}: "
                    f"{failed[0].reason}", err=True)
-
-
-# --- FALLBACK ingestion (plain-text files only) -----------------------------------------
-# Used only while ingest.pipeline cannot be imported; delete once it always can.
-
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])|\n")
-
-
-def fallback_ingest(docs_dir: Path, runtime) -> None:
-    import hashlib
-
-    from rag.types import Document, Page
-
-    config, embedder = runtime.config, runtime.embedder
-    items = []
-    for path in sorted(p for p in docs_dir.rglob("*") if p.is_file() and p.suffix in
-                       (".txt", ".md")):
-        raw = path.read_bytes()
-        text = raw.decode("utf-8-sig", errors="replace")
-        doc = Document(path=str(path), title=path.stem, mime="text/plain",
-                       sha256=hashlib.sha256(raw).hexdigest(), pages=[Page(1, text)])
-        chunks = fallback_chunks(doc, embedder, config.chunk_tokens, config.chunk_overlap)
-        items.append((doc, chunks, embedder.embed_batch([c.text for c in chunks]), path))
-    runtime.store.add_documents(items)
-    runtime.store.refresh_indexes()
-
-
-def fallback_chunks(doc, embedder, max_tokens: int, overlap: int) -> list:
-    """Sentences packed into chunks of at most `max_tokens`, overlapping inside paragraphs."""
-    from rag.types import Chunk
-
-    text = doc.pages[0].text
-    units = []  # (start, end, tokens, paragraph)
-    for para, pm in enumerate(re.finditer(r"[^\n]+(?:\n(?!\s*\n)[^\n]+)*", text)):
-        pos = pm.start()
-        for piece in _SENTENCE.split(pm.group()) + [""]:
-            if not piece:
-                continue
-            start = text.index(piece, pos)
-            pos = start + len(piece)
-            units.extend((s, e, n, para) for s, e, n in _split_long(text, start, pos, embedder,
-                                                                     max_tokens))
-    chunks, i = [], 0
-    while i < len(units):
-        j, size = i, 0
-        while j < len(units) and (j == i or size + units[j][2] <= max_tokens):
-            size += units[j][2]
-            j += 1
-        chunks.append(Chunk(doc.id, len(chunks), text[units[i][0]:units[j - 1][1]], 1, 1,
-                            units[i][0], units[j - 1][1]))
-        if j >= len(units):
-            break
-        back, carried = j, 0  # overlap only within the paragraph the next chunk starts in
-        while (back - 1 > i and units[back - 1][3] == units[j][3]
-               and carried + units[back - 1][2] <= overlap):
-            back -= 1
-            carried += units[back][2]
-        i = back
-    return chunks
-
-
-def _split_long(text: str, start: int, end: int, embedder, max_tokens: int):
-    enc = embedder.tokenizer.encode(text[start:end], add_special_tokens=False)
-    n = len(enc.ids)
-    if n <= max_tokens:
-        return [(start, end, n)]
-    out = []
-    for a in range(0, n, max_tokens):
-        b = min(n, a + max_tokens)
-        s = start + enc.offsets[a][0] if a else start
-        e = start + enc.offsets[b][0] if b < n else end
-        if e > s:
-            out.append((s, e, b - a))
-    return out
 
 
 def _print(report: dict) -> None:
