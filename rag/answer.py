@@ -48,6 +48,7 @@ class Answer:
     prompt_tps: float = 0.0  # prefill speed over the tokens not cached
     generation_tps: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds, by stage
+    raw_text: str = ""  # what the model wrote, before invalid markers were dropped
 
     def to_json(self) -> dict:
         return {
@@ -160,7 +161,8 @@ def stream_answer(question: str, runtime: Runtime, *, k: int | None = None,
         refused=refused, prompt_tokens=len(prompt.tokens), cached_tokens=prompt.prefix_len,
         generation_tokens=last.generation_tokens if last else 0,
         prompt_tps=last.prompt_tps if last else 0.0,
-        generation_tps=last.generation_tps if last else 0.0, timings=clock.timings))
+        generation_tps=last.generation_tps if last else 0.0, timings=clock.timings,
+        raw_text=raw))
 
 
 def _line_key(line: str) -> str:

@@ -98,6 +98,7 @@ def _print(report: dict) -> None:
                f"({q['mean']:.1f} ms mean, {q['p95']:.1f} ms p95)")
     if "answers" in report:
         a = report["answers"]
-        click.echo(f"answers: refused={a['refusal_rate']:.2f} valid markers="
-                   f"{a['valid_marker_share']:.2f} supported={a['supported_share']:.2f} "
+        click.echo(f"answers: refused={a['refusal_rate']:.2f} markers={a['markers']} "
+                   f"valid={a['valid_marker_share']} citations={a['citations']} "
+                   f"supported={a['supported_share']} inferred={a['inferred_share']} "
                    f"tokens/s={a['tokens_per_s']}")

@@ -134,38 +134,35 @@ def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int 
 
 
 def evaluate_answers(questions: Sequence[Question], answer: Callable[[str], object]) -> dict:
-    """Citation and refusal figures from `answer(question)` (rag.answer.Answer-like objects).
+    """Citation and refusal figures over `answer(question)` (rag.answer.Answer objects).
 
-    Written against a narrow reading of the interface: `.citations` (each with
-    `.supported` and `.marker`), `.sources`, `.refused`, and a tokens/s figure.
-    Missing attributes count as absent, never as errors.
+    valid_marker_share: of the [n] markers the model wrote, those naming a real
+    source; supported_share: of the citations kept, those whose sentence the
+    cited passage supports; inferred_share: citations the model did not mark.
     """
-    markers = valid = cited = supported = refused = 0
+    from rag.citations import _MARKER, marker_numbers
+
+    written = valid = cited = supported = inferred = refused = 0
     speeds = []
     for q in questions:
         result = answer(q.question)
-        refused += bool(getattr(result, "refused", False))
-        sources = list(getattr(result, "sources", []) or [])
-        for citation in getattr(result, "citations", []) or []:
-            markers += 1
-            valid += 1 <= _marker_number(getattr(citation, "marker", None)) <= len(sources)
+        refused += bool(result.refused)
+        for match in _MARKER.finditer(result.raw_text):
+            for number in marker_numbers(match.group(1)):
+                written += 1
+                valid += 1 <= number <= len(result.sources)
+        for citation in result.citations:
             cited += 1
-            supported += bool(getattr(citation, "supported", False))
-        speed = getattr(result, "tokens_per_s", None) or getattr(result, "tokens_per_second", None)
-        if speed:
-            speeds.append(float(speed))
+            supported += bool(citation.supported)
+            inferred += bool(citation.inferred)
+        if result.generation_tps:
+            speeds.append(float(result.generation_tps))
     n = len(questions)
     return {"n": n, "refusal_rate": refused / n if n else 0.0,
-            "markers": markers, "valid_marker_share": valid / markers if markers else 0.0,
-            "supported_share": supported / cited if cited else 0.0,
+            "markers": written, "valid_marker_share": valid / written if written else None,
+            "citations": cited, "supported_share": supported / cited if cited else None,
+            "inferred_share": inferred / cited if cited else None,
             "tokens_per_s": sum(speeds) / len(speeds) if speeds else None}
-
-
-def _marker_number(marker: object) -> int:
-    try:
-        return int(str(marker).strip("[] "))
-    except ValueError:
-        return 0
 
 
 def plot_hits(report: dict, path: Path) -> None:

@@ -65,25 +65,26 @@ def test_evaluate_retrieval_by_language():
     assert report["by_lang"]["th"]["hit@10"] == 0.0 and len(report["questions"]) == 2
 
 
-def test_evaluate_answers_is_defensive():
-    class Cite:
-        def __init__(self, marker, supported):
-            self.marker, self.supported = marker, supported
+def test_evaluate_answers_counts_written_markers_and_support():
+    from rag.answer import Answer
+    from rag.citations import Citation
 
-    class Ans:
-        refused = False
-        sources = ["s1", "s2"]
-        citations = [Cite(1, True), Cite("[2]", False), Cite(5, True)]
-        tokens_per_s = 10.0
+    def cite(marker, supported, inferred=False):
+        return Citation(marker=marker, passage=marker - 1, doc_id="d", title="t", page=1,
+                        page_end=1, sentence="s", sentence_start=0, sentence_end=1,
+                        supported=supported, score=0.5, lexical=0.5, cosine=0.5, span_start=0,
+                        span_end=1, quote="q", inferred=inferred)
 
-    class Refusal:
-        refused = True
-
-    results = iter([Ans(), Refusal()])
+    sources = [passage("one"), passage("two")]
+    answered = Answer("q", "A [1]. B [2].", [cite(1, True), cite(2, False), cite(1, True, True)],
+                      sources, generation_tps=10.0, raw_text="A [1]. B [2][5]. C.")
+    refusal = Answer("q", "no", [], [], refused=True, raw_text="no")
+    results = iter([answered, refusal])
     report = evaluate_answers([Question("1", "a", "en", ())] * 2, lambda q: next(results))
     assert report["refusal_rate"] == 0.5 and report["markers"] == 3
     assert report["valid_marker_share"] == pytest.approx(2 / 3)
-    assert report["supported_share"] == pytest.approx(2 / 3) and report["tokens_per_s"] == 10.0
+    assert report["supported_share"] == pytest.approx(2 / 3)
+    assert report["inferred_share"] == pytest.approx(1 / 3) and report["tokens_per_s"] == 10.0
 
 
 @pytest.mark.slow
