@@ -169,17 +169,23 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
 
     todo: list[Path] = []
     previous: dict[Path, list] = {}
-    ready = store.ready_ids()
+    # One read of the documents table, not a query per file: re-runs over
+    # thousands of unchanged files stay fast.
+    stored = store.list_documents()
+    by_id = {r.id: r for r in stored}
+    by_path: dict[str, list] = {}
+    for record in stored:
+        by_path.setdefault(record.path, []).append(record)
     for path in files:
         doc_id = file_sha256(path)
-        versions = store.documents_at(names.get(path, str(path)))
-        stale = [v for v in versions if v.id != doc_id]
-        if doc_id in ready:
+        shown = names.get(path, str(path))
+        stale = [v for v in by_path.get(shown, []) if v.id != doc_id]
+        record = by_id.get(doc_id)
+        if record is not None:
             for old in stale:  # a replacement that was interrupted after the new version landed
                 store.delete_document(old.id)
-            record = store.get_document(doc_id)
-            finish(FileResult(names.get(path, str(path)), "unchanged", pages=record.pages if record else 0,
-                              chunks=record.chunks if record else 0, doc_id=doc_id))
+            finish(FileResult(shown, "unchanged", pages=record.pages, chunks=record.chunks,
+                              doc_id=doc_id))
         else:
             previous[path] = stale
             todo.append(path)
