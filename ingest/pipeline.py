@@ -24,6 +24,7 @@ from rag.types import Chunk, Document
 
 STATUSES = ("ingested", "unchanged", "replaced", "skipped", "failed")
 WRITE_CHUNKS = 512  # flush to the store after this many embedded chunks
+EMBED_GROUP_CHUNKS = 128  # embed documents together until they hold this many chunks
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -208,7 +209,32 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
                    timings) -> None:
     config = runtime.config
     embedder = runtime.embedder
-    pages_done = chunks_done = 0
+    done = {"pages": 0, "chunks": 0}
+    pending: list[tuple] = []  # (doc, chunks, path) waiting for one shared embedding call
+
+    def flush() -> None:
+        # Several documents per call keep every encoder thread busy (a short
+        # document alone is one or two batches); each is still written whole.
+        if not pending:
+            return
+        start = time.perf_counter()
+        vectors = embedder.embed_batch([embedding_text(doc, c)
+                                        for doc, chunks, _ in pending for c in chunks])
+        timings.embed += time.perf_counter() - start
+        offset = 0
+        for doc, chunks, path in pending:
+            status = "replaced" if previous.get(path) else "ingested"
+            result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
+                                doc_id=doc.id, empty_pages=doc.empty_pages)
+            writer.add(doc, chunks, vectors[offset:offset + len(chunks)], path, result)
+            offset += len(chunks)
+            done["pages"] += len(doc.pages)
+            done["chunks"] += len(chunks)
+            notify("pages", done["pages"], 0)
+            notify("chunks", done["chunks"], 0)
+            finish(result)
+        pending.clear()
+
     wait = time.perf_counter()
     for path, loaded in iter_load(todo, passwords=list(passwords),
                                   timeout_s=config.parse_timeout,
@@ -225,19 +251,11 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
                                 max_tokens=config.chunk_tokens,
                                 overlap_tokens=config.chunk_overlap)
         timings.chunk += time.perf_counter() - start
-        start = time.perf_counter()
-        vectors = embedder.embed_batch([embedding_text(doc, c) for c in chunks])
-        timings.embed += time.perf_counter() - start
-        status = "replaced" if previous.get(path) else "ingested"
-        result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
-                            doc_id=doc.id, empty_pages=doc.empty_pages)
-        writer.add(doc, chunks, vectors, path, result)
-        pages_done += len(doc.pages)
-        chunks_done += len(chunks)
-        notify("pages", pages_done, 0)
-        notify("chunks", chunks_done, 0)
-        finish(result)
+        pending.append((doc, chunks, path))
+        if sum(len(c) for _, c, _ in pending) >= EMBED_GROUP_CHUNKS:
+            flush()
         wait = time.perf_counter()
+    flush()
 
 
 def embedding_text(doc: Document, chunk: Chunk) -> str:

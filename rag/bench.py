@@ -47,10 +47,7 @@ def worker(kind: str, embedder_path: str = "") -> dict:
         emb = load_embedder(load_config({"embedder": embedder_path, "models": "pack"}))
         texts = _chunks(96 if kind == "embed" else 24)
         out["tokens_per_chunk"] = sum(emb.count_tokens_batch(texts)) / len(texts)
-        if kind == "embed-stock":  # mlx-embeddings' own forward pass, same batching
-            from rag import fast_encoder
-
-            fast_encoder.supports = lambda model: False
+        emb.fast_path = kind != "embed-stock"  # stock: mlx-embeddings' own forward pass
         emb.embed_batch(texts[:8])
         start = time.perf_counter()
         emb.embed_batch(texts)

@@ -40,9 +40,11 @@ class Embedder:
     dim: int
     max_tokens: int = 256
     pad_id: int = 0
-    batch_tokens: int = 4096  # padded tokens per forward pass
+    batch_tokens: int = 1024  # padded tokens per forward pass (smaller stays in cache)
     query_prefix: str = ""
     passage_prefix: str = ""
+    tokens_embedded: int = 0  # running count, for benchmarks
+    fast_path: bool = True  # rag/fast_encoder.py where it applies; False: the model's own forward
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -62,14 +64,16 @@ class Embedder:
         encs = self.tokenizer.encode_batch([prefix + t for t in texts])
         ids = [e.ids[: self.max_tokens - 1] + e.ids[-1:] if len(e.ids) > self.max_tokens
                else e.ids for e in encs]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        fast = fast_encoder.supports(self.model)
+        self.tokens_embedded += sum(len(i) for i in ids)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first
+        batches = []
         start = 0
         while start < len(order):
-            longest = len(ids[order[min(len(order) - 1, start)]])
-            size = max(1, self.batch_tokens // max(longest, 1))
-            batch = order[start:start + size]
+            size = max(1, self.batch_tokens // max(len(ids[order[start]]), 1))
+            batches.append(order[start:start + size])
+            start += len(batches[-1])
+
+        def run(batch: list[int]) -> np.ndarray:
             width = max(len(ids[i]) for i in batch)
             tok = mx.array([ids[i] + [self.pad_id] * (width - len(ids[i])) for i in batch])
             mask = mx.array([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
@@ -77,8 +81,13 @@ class Embedder:
                 vecs = fast_encoder.encode(self.model, tok, mask)
             else:
                 vecs = self.model(tok, attention_mask=mask).text_embeds
-            out[batch] = np.array(vecs.astype(mx.float32))
-            start += len(batch)
+            return np.array(vecs.astype(mx.float32))
+
+        fast = self.fast_path and fast_encoder.supports(self.model)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        results = fast_encoder.encode_many(batches, run) if fast else map(run, batches)
+        for batch, vecs in zip(batches, results):
+            out[batch] = vecs
         return out
 
     def embed_query(self, text: str) -> np.ndarray:
