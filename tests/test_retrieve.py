@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from rag.retrieve import fuse, is_relevant, search, weights
+from rag.retrieve import content_terms, fuse, is_relevant, search, sentence_scores, weights
 from rag.types import Chunk, Document, Page
 
 pytestmark = pytest.mark.slow
@@ -134,3 +134,17 @@ def test_relevance_signal(corpus):
     assert not is_relevant(search("Which striker won the 1998 football World Cup final?",
                                   runtime))
     assert not is_relevant([])
+
+
+def test_sentence_scores_prefer_one_sentence_holding_the_rare_terms():
+    terms = content_terms("What stimulates the release of hepcidin?")
+    together = "Iron is stored in the liver. Inflammation stimulates the release of hepcidin."
+    spread = "Hepcidin is a hormone. Many signals stimulate cells. Its release is regulated."
+    unrelated = "The tide tables list high water at Orlow Harbour."
+    scores = sentence_scores(terms, [spread, together, unrelated])
+    assert scores[1] == pytest.approx(1.0)
+    assert scores[1] > scores[0] > scores[2] == 0.0
+    # A term every candidate shares tells them apart less than a rare one.
+    common = ["hepcidin release A.", "hepcidin B.", "hepcidin C.", "stimulates D."]
+    scores = sentence_scores({"hepcidin", "stimulates"}, common)
+    assert scores[3] > scores[1] > 0  # "stimulates" is rare here, "hepcidin" everywhere
