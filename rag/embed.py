@@ -78,10 +78,8 @@ class Embedder:
             tok = mx.array([ids[i] + [self.pad_id] * (width - len(ids[i])) for i in batch])
             mask = mx.array([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
             if fast:
-                vecs = fast_encoder.encode(self.model, tok, mask)
-            else:
-                vecs = self.model(tok, attention_mask=mask).text_embeds
-            return np.array(vecs.astype(mx.float32))
+                return fast_encoder.encode(self.model, tok, mask)
+            return np.array(self.model(tok, attention_mask=mask).text_embeds.astype(mx.float32))
 
         fast = self.fast_path and fast_encoder.supports(self.model)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
