@@ -142,7 +142,6 @@ class _Layer:
         return layer_norm(out, *self.ln2)
 
     def _attention(self, qkv: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        # In NumPy: MLX's CPU copies of strided head views cost more than the matmuls.
         B, L, _ = qkv.shape
         qkv = qkv.reshape(B, L, 3, self.heads, self.head_dim)
         q, k, v = (np.ascontiguousarray(qkv[:, :, i].transpose(0, 2, 1, 3)) for i in range(3))
@@ -153,7 +152,8 @@ class _Layer:
         return np.ascontiguousarray(ctx).reshape(B * L, self.heads * self.head_dim)
 
 
-_prepared: dict[int, list[_Layer]] = {}
+# id(model) -> (model, its layers); holding the model keeps its id from being reused.
+_prepared: dict[int, tuple[object, list[_Layer]]] = {}
 _prepare_lock = threading.Lock()
 
 
@@ -161,8 +161,8 @@ def _layers(model) -> list[_Layer]:
     with _prepare_lock:
         key = id(model)
         if key not in _prepared:
-            _prepared[key] = [_Layer(layer) for layer in model.encoder.layer]
-        return _prepared[key]
+            _prepared[key] = (model, [_Layer(layer) for layer in model.encoder.layer])
+        return _prepared[key][1]
 
 
 def encode(model, input_ids: mx.array, mask: mx.array) -> np.ndarray:
