@@ -34,8 +34,11 @@ class Config:
     # "auto": use the hub if reachable, else the offline pack; "pack": always the pack.
     models: str = "auto"
     hub_timeout: float = 3.0
-    chunk_tokens: int = 160
-    chunk_overlap: int = 24
+    # 256 tokens: the offline MiniLM's trained length. Against 160 (overlap 24), with the
+    # same retrieval, dev hit@5: covidqa 0.801 -> 0.818, xquad en 0.992 -> 0.997,
+    # zh 0.977 -> 0.987, hi 0.940 -> 0.947, th 0.967 -> 0.964, ar 0.907 -> 0.905.
+    chunk_tokens: int = 256
+    chunk_overlap: int = 32
     k: int = 6
     max_tokens: int = 512
     temperature: float = 0.0

@@ -11,6 +11,7 @@ import pytest
 
 from ingest.chunking import chunk_document
 from ingest.loaders import iter_load
+from rag.config import Config
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +40,9 @@ def test_gold_evidence_is_in_a_chunk_on_the_gold_page(eval_dir, embedder):
     misses = []
     for path, doc in iter_load(paths, timeout_s=300, workers=2):
         assert not isinstance(doc, Exception), f"{path.name}: {doc}"
-        chunks = chunk_document(doc, count_tokens=embedder.count_tokens, max_tokens=160,
-                                overlap_tokens=24)
+        chunks = chunk_document(doc, count_tokens=embedder.count_tokens,
+                                max_tokens=Config().chunk_tokens,
+                                overlap_tokens=Config().chunk_overlap)
         for qid, ev in wanted[path.name]:
             evidence = squeeze(ev["text"])
             # The chunks of the gold page together must hold the evidence text.
