@@ -71,8 +71,10 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
 
 
 def _sample_texts(store, n: int) -> list[str]:
+    from ingest.pipeline import embedding_text
+
     rows = store.chunks.search().select(["text", "heading"]).limit(n).to_arrow().to_pylist()
-    return [f"{r['heading']}\n{r['text']}" if r["heading"] else r["text"] for r in rows]
+    return [embedding_text(r["heading"], r["text"]) for r in rows]
 
 
 def compare_encoders(embedder, texts: list[str]) -> dict[str, float]:
@@ -82,15 +84,15 @@ def compare_encoders(embedder, texts: list[str]) -> dict[str, float]:
 
     if not fast_encoder.supports(getattr(embedder, "model", None)):
         return {}
-    tokens = sum(embedder.count_tokens_batch(texts)) + 2 * len(texts)
     rates = {}
     for name, fast in (("mlx-embeddings forward (baseline)", False), ("project encoder", True)):
         embedder.fast_path = fast
         try:
             embedder.embed_batch(texts[:8])
+            tokens = embedder.tokens_embedded
             start = time.perf_counter()
             embedder.embed_batch(texts)
-            rates[name] = tokens / (time.perf_counter() - start)
+            rates[name] = (embedder.tokens_embedded - tokens) / (time.perf_counter() - start)
         finally:
             embedder.fast_path = True
     return rates

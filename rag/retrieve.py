@@ -167,7 +167,8 @@ def sentence_scores(terms: set[str], texts: Sequence[str]) -> list[float]:
         return [0.0] * len(texts)
     sentences = [[set(fts_text(s).lower().split()) for s in _SENTENCE_END.split(text)]
                  for text in texts]
-    df = {t: sum(1 for sents in sentences if any(t in s for s in sents)) for t in terms}
+    present = [set().union(*sents) for sents in sentences]
+    df = {t: sum(1 for words in present if t in words) for t in terms}
     n = len(texts)
     idf = {t: math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
     total = sum(idf.values()) or 1.0
