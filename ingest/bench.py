@@ -28,7 +28,8 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
         report = ingest_paths(files, runtime)
         wall = time.perf_counter() - started
         tokens = getattr(runtime.embedder, "tokens_embedded", 0) - tokens_before
-        sample = _sample_texts(runtime.store, 256)
+        n_sample = min(256, runtime.store.count_chunks())
+        sample = _sample_texts(runtime.store, n_sample)
         encoders = compare_encoders(runtime.embedder, sample) if sample else {}
     done = [f for f in report.files if f.status in ("ingested", "replaced")]
     pages, chunks = sum(f.pages for f in done), sum(f.chunks for f in done)
@@ -61,7 +62,8 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
     console = Console()
     console.print(table)
     if encoders:
-        side = Table(title=f"encoder on {len(sample)} of these chunks, same run", show_edge=False)
+        side = Table(title=f"encoder on the pieces of {n_sample} of these chunks, same run",
+                     show_edge=False)
         side.add_column("encoder")
         side.add_column("tokens/s", justify="right")
         for name, rate in encoders.items():
@@ -71,10 +73,11 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
 
 
 def _sample_texts(store, n: int) -> list[str]:
-    from ingest.pipeline import embedding_text
+    """The sentence pieces of `n` stored chunks: what ingestion embeds."""
+    from ingest.chunking import sentence_pieces
 
-    rows = store.chunks.search().select(["text", "heading"]).limit(n).to_arrow().to_pylist()
-    return [embedding_text(r["heading"], r["text"]) for r in rows]
+    rows = store.chunks.search().select(["text"]).limit(n).to_arrow().to_pylist()
+    return [p for r in rows for p in sentence_pieces(r["text"]) or [r["text"]]]
 
 
 def compare_encoders(embedder, texts: list[str]) -> dict[str, float]:

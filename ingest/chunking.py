@@ -203,3 +203,39 @@ def chunk_source_text(doc: Document, chunk: Chunk) -> str:
     parts += [pages[n] for n in range(chunk.page_start + 1, chunk.page_end) if n in pages]
     parts.append(pages[chunk.page_end][:chunk.char_end])
     return PAGE_JOIN.join(parts)
+
+
+PIECE_MIN_CHARS = 24  # shorter sentences ("Text:", "Results.") join the next one
+PIECE_MAX_CHARS = 400  # longer ones (tables, unpunctuated Thai) are cut at spaces
+
+
+def sentence_pieces(text: str, *, min_chars: int = PIECE_MIN_CHARS,
+                    max_chars: int = PIECE_MAX_CHARS) -> list[str]:
+    """A chunk's text as sentence-sized pieces, each embedded on its own.
+
+    A small embedder matches a question to the one sentence that answers it
+    far better than to a whole chunk (covidqa, MiniLM: vector-only hit@5 0.56
+    for chunks, 0.68 for their best sentence). Every word of the text is in
+    exactly one piece, in order; the list is empty only for blank text.
+    """
+    pieces: list[str] = []
+    carry = ""
+    for para_start, para_end in _spans(text, _PARAGRAPH, 0, len(text)):
+        for start, end in _spans(text, _SENTENCE_END, para_start, para_end):
+            start, end = _trim(text, start, end)
+            if end <= start:
+                continue
+            for a, b in _windows(text, start, end, end - start, max_chars):
+                a, b = _trim(text, a, b)
+                piece = f"{carry} {text[a:b]}" if carry else text[a:b]
+                if len(piece) < min_chars:
+                    carry = piece
+                else:
+                    pieces.append(piece)
+                    carry = ""
+    if carry:
+        if pieces:
+            pieces[-1] = f"{pieces[-1]} {carry}"
+        else:
+            pieces.append(carry)
+    return pieces

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ingest.chunking import chunk_document
+from ingest.chunking import chunk_document, sentence_pieces
 from ingest.loaders import iter_load
 from rag.runtime import Runtime
 from rag.types import Chunk, Document
@@ -220,8 +220,7 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
         if not pending:
             return
         start = time.perf_counter()
-        vectors = embedder.embed_batch([embedding_text(c.heading, c.text)
-                                        for _, chunks, _ in pending for c in chunks])
+        vectors = embed_pieces(embedder, [c for _, chunks, _ in pending for c in chunks])
         timings.embed += time.perf_counter() - start
         offset = 0
         for doc, chunks, path in pending:
@@ -262,13 +261,20 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
     flush()
 
 
-def embedding_text(heading: str, text: str) -> str:
-    """What the embedder sees: a chunk's text under its section's heading path, if any.
+def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
+    """Per chunk, the (n, dim) vectors of its sentence pieces, in one embedding call.
 
-    (Prefixing every chunk with the document title as well was measured on
-    covidqa: +0.5 point hit@5 for 12% more tokens to embed; not worth it.)
+    The store keeps them all (search ranks a chunk by its best piece) and
+    their mean as the chunk's vector. Embedding pieces instead of whole
+    chunks costs about the same: the same tokens, in shorter sequences.
     """
-    return f"{heading}\n{text}" if heading else text
+    pieces = [sentence_pieces(c.text) or [c.text] for c in chunks]
+    flat = embedder.embed_batch([p for ps in pieces for p in ps])
+    out, offset = [], 0
+    for ps in pieces:
+        out.append(flat[offset:offset + len(ps)])
+        offset += len(ps)
+    return out
 
 
 def _one_line(exc: BaseException) -> str:

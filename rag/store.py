@@ -1,4 +1,8 @@
-"""LanceDB storage: a documents table, a chunks table (vector + full-text), original files.
+"""LanceDB storage: a documents table, a chunks table (vectors + full-text), original files.
+
+Each chunk row holds the vectors of its sentence pieces (`pieces`, a
+multivector column: search ranks chunks by their best piece) and `vector`,
+their normalised mean, for the chunk as a whole.
 
 Visibility rule: chunks are written first and the document row last, so a
 document exists for search only once all its chunks are stored. Chunks whose
@@ -20,7 +24,7 @@ import pyarrow as pa
 from rag.lexical import fts_text
 from rag.types import Chunk, Document, Passage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: per-piece vectors (`pieces`)
 ANN_THRESHOLD = 100_000  # past this many chunks, build an approximate vector index
 
 
@@ -60,6 +64,7 @@ def _chunks_schema(dim: int) -> pa.Schema:
         pa.field("char_start", pa.int32()), pa.field("char_end", pa.int32()),
         pa.field("heading", pa.string()), pa.field("fts", pa.string()),
         pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("pieces", pa.list_(pa.list_(pa.float32(), dim))),
     ], metadata={"embedder": "", "schema_version": str(SCHEMA_VERSION)})
 
 
@@ -97,7 +102,11 @@ class Store:
                                                         "schema_version": str(SCHEMA_VERSION)})
             self.chunks = self.db.create_table("chunks", schema=schema)
         self.dim = dim
-        self._fts_ready = any(i.index_type == "FTS" for i in self.chunks.list_indices())
+        # Stores written before schema 2 have no piece vectors: search ranks by `vector`.
+        self.has_pieces = "pieces" in self.chunks.schema.names
+        indices = self.chunks.list_indices()
+        self._fts_ready = any(i.index_type == "FTS" for i in indices)
+        self._ann_ready = any(i.index_type.startswith("IVF") for i in indices)
 
     # -- documents ---------------------------------------------------------
     def list_documents(self) -> list[DocRecord]:
@@ -119,9 +128,13 @@ class Store:
         return self.files / record.file
 
     # -- writing -----------------------------------------------------------
-    def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors: np.ndarray,
+    def add_document(self, doc: Document, chunks: Sequence[Chunk], vectors,
                      source: Path | bytes | None = None) -> DocRecord:
-        """Store one complete document: original file, chunks, then the document row."""
+        """Store one complete document: original file, chunks, then the document row.
+
+        `vectors` has one entry per chunk: the chunk's vector, or an (n, dim)
+        array of its pieces' vectors.
+        """
         return self.add_documents([(doc, chunks, vectors, source)])[0]
 
     def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray,
@@ -163,7 +176,10 @@ class Store:
         return stored
 
     def _chunk_table(self, doc: Document, chunks: Sequence[Chunk], vectors) -> pa.Table:
-        return pa.table({
+        pieces = [np.atleast_2d(np.asarray(v, dtype=np.float32)) for v in vectors]
+        means = np.stack([p.mean(axis=0) for p in pieces]) if pieces else np.zeros((0, self.dim))
+        means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        columns = {
             "id": [f"{doc.id}:{c.ordinal}" for c in chunks],
             "doc_id": [doc.id] * len(chunks),
             "ordinal": [c.ordinal for c in chunks],
@@ -175,9 +191,17 @@ class Store:
             "heading": [c.heading for c in chunks],
             "fts": [fts_text(" ".join(filter(None, (doc.title, c.heading, c.text))))
                     for c in chunks],
-            "vector": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.asarray(vectors, dtype=np.float32).reshape(-1)), self.dim),
-        }, schema=self.chunks.schema)
+            "vector": self._vectors(means),
+        }
+        if self.has_pieces:
+            offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int32)
+            flat = np.concatenate(pieces) if pieces else np.zeros((0, self.dim), np.float32)
+            columns["pieces"] = pa.ListArray.from_arrays(pa.array(offsets), self._vectors(flat))
+        return pa.table(columns, schema=self.chunks.schema)
+
+    def _vectors(self, rows: np.ndarray) -> pa.FixedSizeListArray:
+        return pa.FixedSizeListArray.from_arrays(
+            pa.array(np.asarray(rows, dtype=np.float32).reshape(-1)), self.dim)
 
     def delete_document(self, doc_id: str) -> bool:
         record = self.get_document(doc_id)
@@ -217,21 +241,45 @@ class Store:
             self._fts_ready = True
         else:
             self.chunks.optimize()  # folds new rows into the existing indexes
-        if n >= ANN_THRESHOLD and not any(i.index_type.startswith("IVF")
-                                          for i in self.chunks.list_indices()):
+        if n >= ANN_THRESHOLD and not self._ann_ready:
             self.chunks.create_index(metric="dot", index_type="IVF_HNSW_SQ",
                                      vector_column_name="vector")
+            self._ann_ready = True
 
     def count_chunks(self) -> int:
         return self.chunks.count_rows()
 
     # -- reading -----------------------------------------------------------
     def vector_search(self, vector: np.ndarray, k: int, where: str | None = None) -> list[dict]:
+        """The k chunks closest to `vector`: by their best piece where the store has
+        pieces and no approximate index (past ANN_THRESHOLD the indexed chunk
+        vectors find the candidates), else by the chunk vector."""
+        column = "pieces" if self.has_pieces and not self._ann_ready else "vector"
         query = self.chunks.search(np.asarray(vector, dtype=np.float32),
-                                   vector_column_name="vector").metric("dot").limit(k)
+                                   vector_column_name=column)
+        query = query.metric("cosine" if column == "pieces" else "dot").limit(k)
         if where:
             query = query.where(where, prefilter=True)
-        return query.select(_COLUMNS + ["_distance"]).to_list()
+        return self._rows(query.select(self._read_columns() + ["_distance"]))
+
+    def _read_columns(self) -> list[str]:
+        return _COLUMNS + ["vector"] + (["pieces"] if self.has_pieces else [])
+
+    def _rows(self, query) -> list[dict]:
+        """Result rows as dicts, `vector` (dim,) and `pieces` (n, dim) as NumPy arrays
+        (Python float lists would cost more than the search)."""
+        table = query.to_arrow()
+        vectors = _matrix(table.column("vector"), self.dim)
+        if "pieces" in table.column_names:
+            pieces = table.column("pieces").combine_chunks()
+            flat = _matrix(pieces.flatten(), self.dim)
+            offsets = pieces.offsets.to_numpy()
+            split = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+        else:
+            split = [v[None, :] for v in vectors]
+        rows = table.drop_columns([c for c in ("vector", "pieces") if c in table.column_names])
+        return [dict(row, vector=v, pieces=p)
+                for row, v, p in zip(rows.to_pylist(), vectors, split)]
 
     def text_search(self, text: str, k: int, where: str | None = None) -> list[dict]:
         terms = fts_text(text)
@@ -240,7 +288,7 @@ class Store:
         query = self.chunks.search(terms, query_type="fts", fts_columns="fts").limit(k)
         if where:
             query = query.where(where, prefilter=True)
-        return query.select(_COLUMNS + ["_score"]).to_list()
+        return self._rows(query.select(self._read_columns() + ["_score"]))
 
     def chunks_of(self, doc_id: str) -> list[dict]:
         rows = self.chunks.search().where(f"doc_id = {_quote(doc_id)}").select(_COLUMNS) \
@@ -258,6 +306,13 @@ class Store:
 
 _COLUMNS = ["id", "doc_id", "ordinal", "text", "page_start", "page_end", "char_start",
             "char_end", "heading"]
+
+
+def _matrix(column, dim: int) -> np.ndarray:
+    """A fixed-size-list column of float32 vectors as an (n, dim) array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
 def doc_filter(doc_ids: Iterable[str] | None) -> str | None:

@@ -7,7 +7,8 @@ import itertools
 
 from conftest import CORPORA
 
-from ingest.chunking import chunk_document, chunk_source_text
+from ingest.chunking import (PIECE_MAX_CHARS, chunk_document, chunk_source_text,
+                             sentence_pieces)
 from ingest.loaders import load
 from rag.types import Document, Page
 
@@ -125,3 +126,25 @@ def test_chunks_end_at_paragraph_breaks_when_half_full():
     # Two whole paragraphs per chunk (40 words), never a third one cut in half.
     assert [c.text.split()[0] for c in chunks] == ["P0", "P2", "P4"]
     assert all(c.text.endswith("sentence 4 here.") for c in chunks)
+
+
+def test_sentence_pieces_keep_every_word_once_in_order():
+    text = ("Results. The vaccine protected 94% of mice against H7N7! Was it safe?\n\n"
+            "Yes: no adverse events were seen in the treated group.   Short. "
+            "熊猫主要生活在四川的山区，以竹子为食。长城是中国古代的军事防御工程，全长两万多公里。")
+    pieces = sentence_pieces(text)
+    assert pieces == [  # pieces under 24 characters join the next one (the last, the one before)
+        "Results. The vaccine protected 94% of mice against H7N7!",
+        "Was it safe? Yes: no adverse events were seen in the treated group.",
+        "Short. 熊猫主要生活在四川的山区，以竹子为食。 长城是中国古代的军事防御工程，全长两万多公里。"]
+    assert "".join("".join(p.split()) for p in pieces) == "".join(text.split())
+    assert sentence_pieces("  \n ") == [] and sentence_pieces("Hi.") == ["Hi."]
+
+
+def test_sentence_pieces_cut_long_unpunctuated_text():
+    thai = "กรุงเทพมหานครเป็นเมืองหลวงของประเทศไทย" * 40
+    table = " ".join(f"row{i} 12.5 13.1" for i in range(200))
+    for text in (thai, table):
+        pieces = sentence_pieces(text)
+        assert len(pieces) > 1 and all(len(p) <= PIECE_MAX_CHARS for p in pieces)
+        assert "".join("".join(p.split()) for p in pieces) == "".join(text.split())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 
 from rag.retrieve import content_terms, fuse, is_relevant, search, sentence_scores, weights
@@ -115,10 +116,33 @@ def test_orphan_chunks_are_never_returned(corpus):
 
 
 def test_fuse_ranks_after_dropping_orphans():
-    rows = lambda ids, key: [{"id": i, "doc_id": i[0], key: 0.5} for i in ids]  # noqa: E731
-    fused = fuse(rows(["x1", "a1", "a2"], "_distance"), rows(["a2", "x2"], "_score"), {"a"})
+    unit = np.eye(4, dtype=np.float32)
+
+    def rows(ids, key):
+        return [{"id": i, "doc_id": i[0], key: 0.5, "vector": unit[1],
+                 "pieces": unit[[1, 2]]} for i in ids]
+
+    fused = fuse(unit[2], rows(["x1", "a1", "a2"], "_distance"), rows(["a2", "x2"], "_score"),
+                 {"a"})
     assert [r["id"] for r, _ in fused] == ["a2", "a1"]
     assert fused[0][1]["vector_rank"] == 2 and fused[0][1]["text_rank"] == 1
+    # The chunk vector misses the question; its second piece matches it exactly.
+    assert fused[0][1]["vector"] == 0.0 and fused[0][1]["piece"] == 1.0
+
+
+def test_best_piece_ranks_a_chunk_whose_mean_vector_misses(runtime):
+    unit = np.eye(runtime.embedder.dim, dtype=np.float32)
+    doc_a, chunks_a = make_doc("a.txt", ["alpha one", "alpha two"])
+    doc_b, chunks_b = make_doc("b.txt", ["beta one"])
+    # Chunk a:1 has pieces along axes 0 and 1; b:0 one piece halfway between axes 2 and 3.
+    mixed = (unit[2] + unit[3]) / np.sqrt(2)
+    runtime.store.add_documents([(doc_a, chunks_a, [unit[[5]], unit[[0, 1]]], b"a"),
+                                 (doc_b, chunks_b, [mixed[None, :]], b"b")])
+    rows = runtime.store.vector_search(unit[1], 3)
+    assert rows[0]["id"] == f"{doc_a.id}:1"
+    assert rows[0]["pieces"].shape == (2, runtime.embedder.dim)
+    assert np.allclose(rows[0]["vector"], (unit[0] + unit[1]) / np.sqrt(2), atol=1e-6)
+    assert np.allclose(runtime.store.vector_search(unit[3], 1)[0]["pieces"], mixed[None, :])
 
 
 def test_foreign_questions_lean_on_full_text_with_english_only_embedder():
