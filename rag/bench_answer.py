@@ -55,8 +55,9 @@ def build_store(runtime, n_chunks: int, per_doc: int = 100, seed: int = 0) -> No
     for d in range(max(1, n_chunks // per_doc)):
         doc_id = hashlib.sha256(f"synthetic {d}".encode()).hexdigest()
         texts = [" ".join(rng.choice(WORDS, 90)) + "." for _ in range(per_doc)]
-        vectors = rng.standard_normal((per_doc, runtime.embedder.dim)).astype("float32")
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        # Six sentence pieces per chunk, as in real text (covidqa: 2,616 chunks, ~16k pieces).
+        vectors = rng.standard_normal((per_doc, 6, runtime.embedder.dim)).astype("float32")
+        vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
         items.append(_item(doc_id, f"Synthetic {d}", texts, vectors))
     for title, texts in REAL.items():
         items.append(_item(hashlib.sha256(title.encode()).hexdigest(), title, texts,

@@ -172,3 +172,24 @@ def test_sentence_scores_prefer_one_sentence_holding_the_rare_terms():
     common = ["hepcidin release A.", "hepcidin B.", "hepcidin C.", "stimulates D."]
     scores = sentence_scores({"hepcidin", "stimulates"}, common)
     assert scores[3] > scores[1] > 0  # "stimulates" is rare here, "hepcidin" everywhere
+
+
+def test_store_from_before_pieces_still_writes_and_searches(embedder, tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    from rag.store import Store, _chunks_schema
+
+    schema = _chunks_schema(embedder.dim)
+    before = pa.schema([f for f in schema if f.name != "pieces"], metadata=schema.metadata)
+    lancedb.connect(str(tmp_path / "lance")).create_table("chunks", schema=before)
+    store = Store(tmp_path, embedder.dim, embedder.name)
+    assert not store.has_pieces
+    doc, chunks = make_doc("old.txt", ENGLISH[:3])
+    pieces = [embedder.embed_batch(t.split(" because ")) for t in ENGLISH[:3]]
+    store.add_documents([(doc, chunks, pieces, b"old")])
+    rows = store.vector_search(embedder.embed_batch(["When is the valve serviced?"])[0], 3)
+    assert rows[0]["text"] == ENGLISH[0]
+    for row in rows:
+        assert row["pieces"].shape == (1, embedder.dim)
+        assert np.allclose(row["pieces"][0], row["vector"])
