@@ -12,6 +12,7 @@ deleted by `sweep_orphans()`, which ingestion runs before it starts.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from collections.abc import Iterable, Sequence
@@ -292,7 +293,7 @@ class Store:
             flat = _matrix(pieces.flatten(), self.dim)
             offsets = pieces.offsets.to_numpy()
             offsets = offsets - offsets[0]  # a sliced array's offsets need not start at 0
-            split = [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+            split = [flat[a:b] for a, b in itertools.pairwise(offsets)]
         else:
             split = [v[None, :] for v in vectors]
         rows = table.drop_columns([c for c in ("vector", "pieces") if c in table.column_names])

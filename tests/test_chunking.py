@@ -7,8 +7,7 @@ import itertools
 
 from conftest import CORPORA
 
-from ingest.chunking import (PIECE_MAX_CHARS, chunk_document, chunk_source_text,
-                             sentence_pieces)
+from ingest.chunking import PIECE_MAX_CHARS, chunk_document, chunk_source_text, sentence_pieces
 from ingest.loaders import load
 from rag.types import Document, Page
 

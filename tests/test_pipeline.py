@@ -166,3 +166,24 @@ def test_demo_corpus_ingests_completely(runtime):
     report = ingest_paths([CORPORA], runtime)
     assert report.ok
     assert report.counts()["ingested"] >= 6
+
+
+def test_every_chunk_stores_its_sentence_vectors_and_their_mean(runtime):
+    import numpy as np
+
+    from ingest.chunking import sentence_pieces
+    from ingest.pipeline import ingest_paths
+
+    assert ingest_paths([CORPORA], runtime).ok
+    rows = runtime.store.chunks.search().select(["text", "vector", "pieces"]).limit(None) \
+        .to_list()
+    assert rows and any(len(r["pieces"]) > 1 for r in rows)
+    embedder = runtime.embedder
+    for row in rows[:40]:
+        pieces = np.asarray(row["pieces"], dtype=np.float32)
+        assert len(pieces) == len(sentence_pieces(row["text"]))
+        mean = pieces.mean(axis=0)
+        assert np.allclose(row["vector"], mean / np.linalg.norm(mean), atol=1e-5)
+    row = next(r for r in rows if len(r["pieces"]) > 1)
+    expected = embedder.embed_batch(sentence_pieces(row["text"]))
+    assert np.allclose(np.asarray(row["pieces"]), expected, atol=1e-4)
