@@ -7,7 +7,15 @@ import hashlib
 import numpy as np
 import pytest
 
-from rag.retrieve import content_terms, fuse, is_relevant, search, sentence_scores, weights
+from rag.retrieve import (
+    _add_piece_scores,
+    content_terms,
+    fuse,
+    is_relevant,
+    search,
+    sentence_scores,
+    weights,
+)
 from rag.types import Chunk, Document, Page
 
 pytestmark = pytest.mark.slow
@@ -193,3 +201,21 @@ def test_store_from_before_pieces_still_writes_and_searches(embedder, tmp_path):
     for row in rows:
         assert row["pieces"].shape == (1, embedder.dim)
         assert np.allclose(row["pieces"][0], row["vector"])
+
+
+def test_joint_score_prefers_the_piece_close_in_meaning_and_in_words():
+    unit = np.eye(4, dtype=np.float32)
+    answer = "Inflammation stimulates the release of hepcidin."
+    other = "The tide tables list high water at Orlow Harbour."
+    # Both chunks: one piece exactly along the question, one orthogonal to it, and
+    # the question's words in one piece. Only in `same` is that the close piece.
+    same = ({"id": "same", "text": f"{answer} {other}", "pieces": unit[[0, 1]]},
+            {"piece": 1.0, "fused": 0.0})
+    split = ({"id": "split", "text": f"{other} {answer}", "pieces": unit[[0, 1]]},
+             {"piece": 1.0, "fused": 0.0})
+    fused = [split, same]
+    _add_piece_scores(fused, unit[0], content_terms("What stimulates the release of hepcidin?"),
+                      sentence_weight=0.6, joint_weight=0.15)
+    assert same[1]["sentence"] == split[1]["sentence"] > 0
+    assert same[1]["joint"] > split[1]["joint"]
+    assert same[1]["fused"] > split[1]["fused"]
