@@ -7,10 +7,12 @@ lists is then scored as a weighted sum of
 - `piece`: the best piece's cosine to the question, min-max normalised over the union,
 - `vector`: the chunk vector's cosine (the mean of its pieces), likewise,
 - `text`: BM25, min-max normalised over the text list (0 when not in it),
-- `sentence`: the best sentence's IDF-weighted share of the question's terms.
+- `sentence`: the best piece's IDF-weighted share of the question's terms,
+- `joint`: the best piece by cosine and term share together, min-max normalised.
 
 Measured on covidqa dev (hit@5): chunk vectors and BM25 alone 0.787, with the
-sentence term 0.818, with pieces 0.842 (hit@1 0.610 -> 0.632). A weighted
+sentence term 0.818, with pieces 0.842 (hit@1 0.610 -> 0.632; with `joint`
+0.647). A weighted
 normalised score sum beat reciprocal rank fusion (k=60, weighted or not) at
 hit@1 and hit@5 on covidqa and xquad; RRF stays available as
 `Fusion(method="rrf")` for comparison.
@@ -25,8 +27,8 @@ Chunks of documents that are not ready (orphans of an interrupted ingest) are
 dropped before ranking. Each passage carries its raw signals in `Passage.scores`:
 `vector`, `piece` (cosines, -1..1), `text` (BM25, 0 when not in the text list),
 `vector_rank`, `text_rank` (1-based rank in each list, absent when not in it),
-`sentence`, `overlap` (share of the question's content terms found in the
-passage) and `fused` (also `Passage.score`).
+`sentence`, `joint`, `overlap` (share of the question's content terms found in
+the passage) and `fused` (also `Passage.score`).
 
 `is_relevant(passages)` turns them into the "the documents do not contain this"
 decision, so an answer can be refused without calling the model.
