@@ -179,6 +179,8 @@ class Store:
 
     def _chunk_table(self, doc: Document, chunks: Sequence[Chunk], vectors) -> pa.Table:
         pieces = [np.atleast_2d(np.asarray(v, dtype=np.float32)) for v in vectors]
+        if any(len(p) == 0 for p in pieces):
+            raise ValueError(f"{doc.path}: a chunk without vectors")
         means = np.stack([p.mean(axis=0) for p in pieces]) if pieces else np.zeros((0, self.dim))
         means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
         columns = {

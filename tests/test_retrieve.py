@@ -151,6 +151,10 @@ def test_best_piece_ranks_a_chunk_whose_mean_vector_misses(runtime):
     assert rows[0]["pieces"].shape == (2, runtime.embedder.dim)
     assert np.allclose(rows[0]["vector"], (unit[0] + unit[1]) / np.sqrt(2), atol=1e-6)
     assert np.allclose(runtime.store.vector_search(unit[3], 1)[0]["pieces"], mixed[None, :])
+    # A chunk with no vectors is refused before anything is written.
+    with pytest.raises(ValueError, match="/docs/a.txt: a chunk without vectors"):
+        runtime.store.add_documents([(doc_a, chunks_a, [unit[[5]], unit[:0]], b"a")])
+    assert runtime.store.count_chunks() == 3 and len(runtime.store.list_documents()) == 2
 
 
 def test_foreign_questions_lean_on_full_text_with_english_only_embedder():
