@@ -74,10 +74,10 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
 
 def _sample_texts(store, n: int) -> list[str]:
     """The sentence pieces of `n` stored chunks: what ingestion embeds."""
-    from ingest.chunking import sentence_pieces
+    from ingest.chunking import chunk_pieces
 
     rows = store.chunks.search().select(["text"]).limit(n).to_arrow().to_pylist()
-    return [p for r in rows for p in sentence_pieces(r["text"]) or [r["text"]]]
+    return [p for r in rows for p in chunk_pieces(r["text"])]
 
 
 def compare_encoders(embedder, texts: list[str]) -> dict[str, float]:

@@ -239,3 +239,8 @@ def sentence_pieces(text: str, *, min_chars: int = PIECE_MIN_CHARS,
         else:
             pieces.append(carry)
     return pieces
+
+
+def chunk_pieces(text: str) -> list[str]:
+    """The texts embedded for a chunk: its sentence pieces (the text itself if it has none)."""
+    return sentence_pieces(text) or [text]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ingest.chunking import chunk_document, sentence_pieces
+from ingest.chunking import chunk_document, chunk_pieces
 from ingest.loaders import iter_load
 from rag.runtime import Runtime
 from rag.types import Chunk, Document
@@ -268,7 +268,7 @@ def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
     their mean as the chunk's vector. Embedding pieces instead of whole
     chunks costs about the same: the same tokens, in shorter sequences.
     """
-    pieces = [sentence_pieces(c.text) or [c.text] for c in chunks]
+    pieces = [chunk_pieces(c.text) for c in chunks]
     flat = embedder.embed_batch([p for ps in pieces for p in ps])
     out, offset = [], 0
     for ps in pieces:

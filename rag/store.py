@@ -291,10 +291,7 @@ class Store:
         table = query.to_arrow()
         vectors = _matrix(table.column("vector"), self.dim)
         if "pieces" in table.column_names:
-            pieces = table.column("pieces").combine_chunks()
-            flat = _matrix(pieces.flatten(), self.dim)
-            offsets = pieces.offsets.to_numpy()
-            offsets = offsets - offsets[0]  # a sliced array's offsets need not start at 0
+            flat, offsets = _pieces(table.column("pieces"), self.dim)
             split = [flat[a:b] for a, b in itertools.pairwise(offsets)]
         else:
             split = [v[None, :] for v in vectors]
@@ -347,11 +344,10 @@ class _PieceIndex:
     @classmethod
     def load(cls, table, dim: int, version: int) -> _PieceIndex:
         data = table.search().select(["id", "doc_id", "pieces"]).limit(None).to_arrow()
-        pieces = data.column("pieces").combine_chunks()
-        offsets = pieces.offsets.to_numpy()
+        matrix, offsets = _pieces(data.column("pieces"), dim)
         return cls(version, data.column("id").to_pylist(),
                    np.array(data.column("doc_id").to_pylist(), dtype=object),
-                   offsets[:-1] - offsets[0], _matrix(pieces.flatten(), dim))
+                   offsets[:-1], matrix)
 
     def search(self, vector: np.ndarray, k: int, doc_ids: set[str] | None) -> list[str]:
         if not self.ids:
@@ -363,6 +359,13 @@ class _PieceIndex:
         top = np.argpartition(-best, k - 1)[:k]
         top = top[np.argsort(-best[top], kind="stable")]
         return [self.ids[i] for i in top if best[i] > -np.inf]
+
+
+def _pieces(column, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A `pieces` column as one (total, dim) matrix and row offsets into it (n + 1, from 0)."""
+    pieces = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = pieces.offsets.to_numpy()
+    return _matrix(pieces.flatten(), dim), offsets - offsets[0]  # a slice's need not start at 0
 
 
 def _matrix(column, dim: int) -> np.ndarray:
