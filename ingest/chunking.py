@@ -14,22 +14,13 @@ title and heading path beside it.
 from __future__ import annotations
 
 import bisect
-import itertools
-import math
-import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rag.text import PARAGRAPH, chunk_piece_spans, sentence_spans, spans, trim, windows
 from rag.types import Chunk, Document
 
-# End of a sentence: Latin/Cyrillic punctuation followed by space, or CJK, Devanagari,
-# Arabic, Thai-style enders that need no space after them.
-_SENTENCE_END = re.compile(r"(?:[.!?;](?:[\"'”’)\]]*)\s+)|(?:[。！？；।॥؟۔]+[\"'”’）」』]*\s*)|"
-                           r"(?:\n(?=\s*(?:[-*•·]|\d+[.)])\s))|(?:[ \u00a0]{2,})")
 MAX_CHARS_PER_TOKEN = 8  # a cap well above real tokenizers (English ~4.5, CJK < 1)
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_SPACE = re.compile(r"\s")
 
 
 @dataclass
@@ -41,59 +32,6 @@ class _Unit:
     para: int  # index of its paragraph on the page
 
 
-def _spans(text: str, pattern: re.Pattern, start: int, end: int) -> list[tuple[int, int]]:
-    out, pos = [], start
-    for match in pattern.finditer(text, start, end):
-        if match.end() > pos:
-            out.append((pos, match.end()))
-            pos = match.end()
-    if pos < end:
-        out.append((pos, end))
-    return out
-
-
-def _trim(text: str, start: int, end: int) -> tuple[int, int]:
-    while start < end and text[start].isspace():
-        start += 1
-    while end > start and text[end - 1].isspace():
-        end -= 1
-    return start, end
-
-
-def _windows(text: str, start: int, end: int, tokens: int, max_tokens: int) -> list[tuple]:
-    """Split an over-long span into near-equal windows: at line breaks (table rows) or
-    spaces where there are any in the window's back half, else between characters."""
-    pieces = math.ceil(tokens / max_tokens)
-    size = (end - start) / pieces
-    cuts, pos = [start], start
-    for i in range(1, pieces):
-        target = int(start + i * size)
-        floor = int(pos + size / 2)
-        cut = target
-        for sep in ("\n", " "):
-            found = text.rfind(sep, floor, target + 1)
-            if found > pos:
-                cut = found + 1
-                break
-        if _is_mark(text, cut):
-            cut = _char_boundary(text, cut, pos)
-        cuts.append(cut)
-        pos = cut
-    cuts.append(end)
-    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
-
-
-def _is_mark(text: str, i: int) -> bool:
-    # Thai and Devanagari vowel signs and tone marks (category M*) belong to the letter before.
-    return 0 < i < len(text) and unicodedata.category(text[i]).startswith("M")
-
-
-def _char_boundary(text: str, cut: int, floor: int) -> int:
-    while cut > floor + 1 and _is_mark(text, cut):
-        cut -= 1
-    return cut
-
-
 def _fit(text: str, start: int, end: int, tokens: int, count: Callable[[str], int],
          max_tokens: int, depth: int = 0) -> list[tuple[int, int, int]]:
     """(start, end, tokens) spans of at most max_tokens each (tokenizers are not linear
@@ -101,8 +39,8 @@ def _fit(text: str, start: int, end: int, tokens: int, count: Callable[[str], in
     if tokens <= max_tokens or end - start <= 1 or depth > 4:
         return [(start, end, tokens)]
     out = []
-    for a, b in _windows(text, start, end, tokens, max_tokens):
-        a, b = _trim(text, a, b)
+    for a, b in windows(text, start, end, tokens, max_tokens):
+        a, b = trim(text, a, b)
         if b > a:
             out.extend(_fit(text, a, b, count(text[a:b]), count, max_tokens, depth + 1))
     return out
@@ -111,11 +49,8 @@ def _fit(text: str, start: int, end: int, tokens: int, count: Callable[[str], in
 def _units(text: str, count: Callable[[str], int], max_tokens: int,
            section_at: Callable[[int], int]) -> list[_Unit]:
     units = []
-    for para, (p_start, p_end) in enumerate(_spans(text, _PARAGRAPH, 0, len(text))):
-        for s_start, s_end in _spans(text, _SENTENCE_END, p_start, p_end):
-            s_start, s_end = _trim(text, s_start, s_end)
-            if s_end <= s_start:
-                continue
+    for para, (p_start, p_end) in enumerate(spans(text, PARAGRAPH)):
+        for s_start, s_end in sentence_spans(text, p_start, p_end):
             tokens = count(text[s_start:s_end])
             for a, b, n in _fit(text, s_start, s_end, tokens, count, max_tokens):
                 units.append(_Unit(a, b, n, section_at(a), para))
@@ -141,10 +76,12 @@ def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tok
         for group in _pack(units, max_tokens, overlap_tokens):
             start, end = group[0].start, group[-1].end
             section = group[0].section
-            chunks.append(Chunk(doc_id=doc.id, ordinal=len(chunks),
-                                text=page.text[start:end], page_start=page.number,
-                                page_end=page.number, char_start=start, char_end=end,
-                                heading=heads[section][1] if section >= 0 else ""))
+            text = page.text[start:end]
+            chunks.append(Chunk(doc_id=doc.id, ordinal=len(chunks), text=text,
+                                page_start=page.number, page_end=page.number,
+                                char_start=start, char_end=end,
+                                heading=heads[section][1] if section >= 0 else "",
+                                pieces=tuple(chunk_piece_spans(text))))
     return chunks
 
 
@@ -203,44 +140,3 @@ def chunk_source_text(doc: Document, chunk: Chunk) -> str:
     parts += [pages[n] for n in range(chunk.page_start + 1, chunk.page_end) if n in pages]
     parts.append(pages[chunk.page_end][:chunk.char_end])
     return PAGE_JOIN.join(parts)
-
-
-PIECE_MIN_CHARS = 24  # shorter sentences ("Text:", "Results.") join the next one
-PIECE_MAX_CHARS = 400  # longer ones (tables, unpunctuated Thai) are cut at spaces
-
-
-def sentence_pieces(text: str, *, min_chars: int = PIECE_MIN_CHARS,
-                    max_chars: int = PIECE_MAX_CHARS) -> list[str]:
-    """A chunk's text as sentence-sized pieces, each embedded on its own.
-
-    A small embedder matches a question to the one sentence that answers it
-    far better than to a whole chunk (covidqa, MiniLM: vector-only hit@5 0.56
-    for chunks, 0.68 for their best sentence). Every word of the text is in
-    exactly one piece, in order; the list is empty only for blank text.
-    """
-    pieces: list[str] = []
-    carry = ""
-    for para_start, para_end in _spans(text, _PARAGRAPH, 0, len(text)):
-        for start, end in _spans(text, _SENTENCE_END, para_start, para_end):
-            start, end = _trim(text, start, end)
-            if end <= start:
-                continue
-            for a, b in _windows(text, start, end, end - start, max_chars):
-                a, b = _trim(text, a, b)
-                piece = f"{carry} {text[a:b]}" if carry else text[a:b]
-                if len(piece) < min_chars:
-                    carry = piece
-                else:
-                    pieces.append(piece)
-                    carry = ""
-    if carry:
-        if pieces:
-            pieces[-1] = f"{pieces[-1]} {carry}"
-        else:
-            pieces.append(carry)
-    return pieces
-
-
-def chunk_pieces(text: str) -> list[str]:
-    """The texts embedded for a chunk: its sentence pieces (the text itself if it has none)."""
-    return sentence_pieces(text) or [text]

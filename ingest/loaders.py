@@ -1,4 +1,4 @@
-"""File -> Document: sniff the type from content and name, then load pages of text.
+"""File -> Document: the type from content and name (ingest/sniff.py), then pages of text.
 
 `iter_load` runs loaders in worker processes with a per-file time limit, so a
 file that crashes or hangs a parser costs one worker, never the batch.
@@ -16,11 +16,9 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ingest.errors import LoadError, UnsupportedFile
+from ingest.sniff import SNIFF_BYTES, sniff
 from rag.types import Document, Page
 
-TEXT_EXTS = {".txt", ".text", ".log", ".rst", ".csv", ".tsv", ".org", ".tex"}
-MARKDOWN_EXTS = {".md", ".markdown", ".mdown", ".mkd"}
-HTML_EXTS = {".html", ".htm", ".xhtml"}
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([\w:.-]+)""", re.IGNORECASE)
 
@@ -31,31 +29,7 @@ __all__ = [
     "iter_load",
     "load",
     "load_with_timeout",
-    "sniff",
 ]
-
-
-def sniff(path: Path, head: bytes) -> str:
-    """'pdf', 'html', 'markdown' or 'text'; UnsupportedFile otherwise."""
-    ext = path.suffix.lower()
-    if head.startswith(b"%PDF") or (b"%PDF-" in head[:1024] and ext == ".pdf"):
-        return "pdf"
-    if ext == ".pdf":
-        raise LoadError("not a PDF: the file does not start with %PDF")
-    lowered = head[:2048].lstrip(codecs.BOM_UTF8).lstrip().lower()
-    if ext in HTML_EXTS or lowered.startswith((b"<!doctype html", b"<html")):
-        return "html"
-    if ext in MARKDOWN_EXTS:
-        return "markdown"
-    if ext in TEXT_EXTS or (not ext and _looks_textual(head)):
-        return "text"
-    raise UnsupportedFile(f"unsupported file type: {ext or 'no extension'}")
-
-
-def _looks_textual(head: bytes) -> bool:
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF8)):
-        return True
-    return b"\x00" not in head[:4096] and bool(head.strip())
 
 
 def decode_text(data: bytes) -> str:
@@ -101,7 +75,7 @@ def load(path: Path, *, password: str | None = None, passwords: Sequence[str] = 
         raise LoadError(f"cannot read: {exc.strerror or exc}") from exc
     if not data.strip():
         raise LoadError("empty file")
-    kind = sniff(path, data[:8192])
+    kind = sniff(data[:SNIFF_BYTES], path)
     sha = hashlib.sha256(data).hexdigest()
     if kind == "pdf":
         from ingest.pdf import load_pdf

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ingest.errors import LoadError
+from rag.text import ends_sentence
 from rag.types import Document, Page
 
 _HYPHEN = re.compile(r"([^\W\d_])-\n([a-z\u00df-\u00ff])")  # "exam-\nple", not "2019-\n2020"
@@ -15,7 +16,6 @@ _BLANKS = re.compile(r"\n{3,}")
 _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi",
                             "\ufb04": "ffl", "\ufb05": "st", "\ufb06": "st"})
 _GLYPH = re.compile(r"/g\d{1,5}")
-_ENDS = set(".!?:\"”。！？।؟")
 
 
 def clean_page_text(text: str) -> str:
@@ -44,7 +44,7 @@ def _paragraph_breaks(lines: list[str]) -> list[str]:
     out = []
     for line, after in zip(lines, lines[1:] + [""]):
         out.append(line)
-        if (line and after and line[-1] in _ENDS and len(line) < 0.7 * full
+        if (line and after and ends_sentence(line) and len(line) < 0.7 * full
                 and (after[0].isupper() or after[0].isdigit() or not after[0].isascii())):
             out.append("")
     return out

@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ingest.chunking import chunk_document, chunk_pieces
+from ingest.chunking import chunk_document
 from ingest.loaders import iter_load
 from rag.runtime import Runtime
+from rag.text import chunk_piece_spans, piece_text
 from rag.types import Chunk, Document
 
 STATUSES = ("ingested", "unchanged", "replaced", "skipped", "failed")
@@ -133,7 +134,7 @@ class _Writer:
         store = self.runtime.store
         store.add_documents([(d, c, v, s) for d, c, v, s, _ in self.pending])
         for doc, _, _, _, result in self.pending:
-            for old in store.documents_at(doc.path):
+            for old in store.documents.at_path(doc.path):
                 if old.id != doc.id:
                     store.delete_document(old.id)
         self.pending.clear()
@@ -172,7 +173,7 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
     previous: dict[Path, list] = {}
     # One read of the documents table, not a query per file: re-runs over
     # thousands of unchanged files stay fast.
-    stored = store.list_documents()
+    stored = store.documents.list()
     by_id = {r.id: r for r in stored}
     by_path: dict[str, list] = {}
     for record in stored:
@@ -199,7 +200,7 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
         report.pruned = prune_missing(runtime, roots)
     start = time.perf_counter()
     if any(f.status in ("ingested", "replaced") for f in report.files) or report.pruned:
-        store.refresh_indexes()
+        store.chunks.refresh_indexes()
     report.timings.index = time.perf_counter() - start
     report.timings.total = time.perf_counter() - started
     return report
@@ -268,7 +269,8 @@ def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
     their mean as the chunk's vector. Embedding pieces instead of whole
     chunks costs about the same: the same tokens, in shorter sequences.
     """
-    pieces = [chunk_pieces(c.text) for c in chunks]
+    pieces = [[piece_text(c.text, p) for p in (c.pieces or chunk_piece_spans(c.text))]
+              for c in chunks]
     flat = embedder.embed_batch([p for ps in pieces for p in ps])
     out, offset = [], 0
     for ps in pieces:
@@ -286,7 +288,7 @@ def prune_missing(runtime: Runtime, roots: Iterable[Path]) -> list[str]:
     """Delete stored documents under `roots` whose files no longer exist."""
     roots = [str(r) for r in roots]
     removed = []
-    for record in runtime.store.list_documents():
+    for record in runtime.store.documents.list():
         under = any(record.path == r or record.path.startswith(r.rstrip("/") + "/")
                     for r in roots)
         if under and not Path(record.path).exists():

@@ -10,7 +10,7 @@ The generator is stored dequantized to float32 (~540 MB instead of ~95 MB): on
 Linux CPUs MLX's quantized matmul is a slow generic kernel, while float32 goes
 through OpenBLAS sgemm. Measured on 2 x86-64 cores, a 1,000-token prompt plus
 100 new tokens took 108 s quantized (10.5 prefill / 7.7 generated tok/s) and 12 s
-in float32 (163 / 17.5 tok/s); peak memory 0.24 vs 0.66 GB (rag/bench_models.py).
+in float32 (163 / 17.5 tok/s); peak memory 0.24 vs 0.66 GB (rag/cli/bench/generator.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Question -> passages: vector search and full-text search, fused.
 
 The vector side ranks chunks by their best sentence piece (see
-ingest.chunking.sentence_pieces); the text side by BM25. The union of both
+rag/text.py: piece_spans); the text side by BM25. The union of both
 lists is then scored as a weighted sum of
 
 - `piece`: the best piece's cosine to the question, min-max normalised over the union,
@@ -43,9 +43,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ingest.chunking import chunk_pieces
 from rag.lexical import fts_text, latin_share
 from rag.runtime import Runtime
+from rag.text import piece_text, sentence_pieces, unflatten
 from rag.types import Passage
 
 
@@ -113,9 +113,9 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     vector = runtime.embedder.embed_batch([question], query=True)[0]
     wp, wv, wj, wt = weights(question, runtime.embedder.name, fusion)
     # With both vector weights at 0 its candidates would only crowd the text side's.
-    vrows = store.vector_search(vector, fusion.depth, doc_ids) if wp or wv else []
-    trows = store.text_search(question, fusion.depth, doc_ids)
-    docs = {d.id: d for d in store.list_documents()}
+    vrows = store.chunks.vector_search(vector, fusion.depth, doc_ids) if wp or wv else []
+    trows = store.chunks.text_search(question, fusion.depth, doc_ids)
+    docs = {d.id: d for d in store.documents.list()}
     fused = fuse(vector, vrows, trows, set(docs), method=fusion.method, rrf_k=fusion.rrf_k,
                  piece_weight=wp, vector_weight=wv, text_weight=wt)
     terms = content_terms(question)
@@ -198,10 +198,10 @@ def _add_piece_scores(fused: list[tuple[dict, dict]], query: np.ndarray, terms: 
     close in meaning and to repeat its rarer words, where the best piece by
     each signal alone may be two different sentences (covidqa dev at weight
     0.15: hit@1 0.635 -> 0.647, MRR@10 0.721 -> 0.727, hit@5 unchanged).
-    Stores from before pieces hold one vector per chunk: its cosine stands in
-    for every piece.
+    A chunk stored with one vector (or pieces the splitter no longer finds,
+    see rag/store/migrations.py) is scored with that cosine for every piece.
     """
-    pieces = [chunk_pieces(row["text"]) for row, _ in fused]
+    pieces = [stored_pieces(row) for row, _ in fused]
     joint = []
     for (row, scores), shares in zip(fused, piece_term_shares(terms, pieces)):
         scores["sentence"] = float(shares.max())
@@ -212,6 +212,11 @@ def _add_piece_scores(fused: list[tuple[dict, dict]], query: np.ndarray, terms: 
     for (_, scores), value, norm in zip(fused, joint, _minmax(np.array(joint))):
         scores["joint"] = value
         scores["fused"] += sentence_weight * scores["sentence"] + joint_weight * norm
+
+
+def stored_pieces(row: dict) -> list[str]:
+    """The texts embedded for a stored chunk, read back from its piece spans."""
+    return [piece_text(row["text"], p) for p in unflatten(row["piece_spans"])]
 
 
 def piece_term_shares(terms: set[str], pieces: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -241,7 +246,7 @@ def sentence_scores(terms: set[str], texts: Sequence[str]) -> list[float]:
     weaker candidate. Measured on covidqa dev: hit@5 0.768 -> 0.804 at
     weight 0.6 (0.4 and 0.8 within a point).
     """
-    pieces = [chunk_pieces(t) for t in texts]
+    pieces = [sentence_pieces(t) or [t] for t in texts]
     return [float(s.max()) if len(s) else 0.0 for s in piece_term_shares(terms, pieces)]
 
 

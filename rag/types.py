@@ -37,6 +37,9 @@ class Chunk:
     char_start: int  # offset into the text of page_start
     char_end: int  # offset into the text of page_end (exclusive)
     heading: str = ""
+    # The sentence pieces embedded for this chunk, as spans into `text` (rag/text.py);
+    # empty: computed from the text when stored.
+    pieces: tuple[tuple[tuple[int, int], ...], ...] = ()
 
 
 @dataclass(frozen=True)

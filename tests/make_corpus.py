@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from ingest.pdfgen import write_pdf
+from pdfgen import write_pdf
 
 HERE = Path(__file__).resolve().parents[1] / "corpora"
 

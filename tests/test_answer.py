@@ -36,9 +36,9 @@ def add_docs(runtime) -> dict[str, str]:
         chunks = [Chunk(digest, i, text, i + 1, i + 1, 0, len(text))
                   for i, text in enumerate(pages)]
         vectors = runtime.embedder.embed_batch([c.text for c in chunks])
-        runtime.store.add_document(doc, chunks, vectors, source=b"".join(p.encode() for p in pages))
+        runtime.store.add_documents([(doc, chunks, vectors, b"".join(p.encode() for p in pages))])
         ids[title] = digest
-    runtime.store.refresh_indexes()
+    runtime.store.chunks.refresh_indexes()
     return ids
 
 

@@ -37,7 +37,7 @@ def offline_env(config) -> dict:
 def server(pack_config, tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "rag.cli_main", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port),
                              "--offline", "--db", str(tmp_path / "db")],
                             cwd=ROOT, env=offline_env(pack_config), stdout=log,
                             stderr=subprocess.STDOUT)

@@ -7,7 +7,8 @@ import itertools
 
 from conftest import CORPORA
 
-from ingest.chunking import PIECE_MAX_CHARS, chunk_document, chunk_source_text, sentence_pieces
+from ingest.chunking import chunk_document, chunk_source_text
+from rag.text import PIECE_MAX_CHARS, sentence_pieces
 from ingest.loaders import load
 from rag.types import Document, Page
 

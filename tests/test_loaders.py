@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import CORPORA
+from pdfgen import write_pdf
 
 from ingest.errors import LoadError, UnsupportedFile
 from ingest.loaders import decode_text, iter_load, load, load_with_timeout
-from ingest.pdfgen import write_pdf
+from ingest.sniff import sniff
 
 
 def test_pdf_keeps_one_page_per_physical_page(tmp_path):
@@ -56,6 +57,68 @@ def test_bad_pdfs_are_refused_with_one_line(tmp_path, data, reason):
     with pytest.raises(LoadError) as info:
         load(path)
     assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+NOTE = b"The header %PDF-1.7 marks a PDF; this note only mentions it.\n\nMore words."
+
+
+@pytest.mark.parametrize("name, head, mime", [
+    ("note.md", b"# PDF notes\n\n" + NOTE, "text/markdown"),
+    ("note.txt", NOTE, "text/plain"),
+    ("note.txt", b"Junk, then " + NOTE, "text/plain"),
+    ("README", NOTE, "text/plain"),  # no extension: the content decides
+])
+def test_text_that_mentions_the_pdf_header_loads_as_text(tmp_path, name, head, mime):
+    path = tmp_path / name
+    path.write_bytes(head)
+    doc = load(path)
+    assert doc.mime == mime and "%PDF-1.7 marks a PDF" in doc.pages[0].text
+
+
+@pytest.mark.parametrize("name", ["junk.pdf", "junk"])
+def test_a_pdf_with_junk_before_its_header_still_loads(tmp_path, name):
+    pdf = write_pdf(tmp_path / "real.pdf", [["Junk before the header is tolerated."]])
+    path = tmp_path / name
+    path.write_bytes(b"\x00\x01From a mail gateway\r\n" * 20 + pdf.read_bytes())
+    doc = load(path)
+    assert doc.mime == "application/pdf"
+    assert doc.pages[0].text == "Junk before the header is tolerated."
+
+
+@pytest.mark.parametrize("data, hint", [
+    (b"hello, not a pdf", True),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" * 10, False),
+    (b"x" * 1024 + b"%PDF-1.7\n", True),  # the header too far in
+])
+def test_a_pdf_name_without_a_pdf_header_is_refused_naming_the_file(tmp_path, data, hint):
+    path = tmp_path / "Quarterly report.pdf"
+    path.write_bytes(data)
+    with pytest.raises(LoadError) as info:
+        load(path)
+    reason = str(info.value)
+    assert reason.startswith("Quarterly report.pdf: not a PDF: no %PDF- header")
+    assert "\n" not in reason and len(reason) <= 300
+    assert ("rename it .txt" in reason) == hint
+
+
+@pytest.mark.parametrize("head, name, kind", [
+    (b"%PDF-1.7\n", "anything.bin", "pdf"),
+    (b"\xef\xbb\xbf \n%PDF-1.4\n", "scan.txt", "pdf"),  # starts with the header: a PDF
+    (b"junk" * 100 + b"%PDF-1.4\n", "scan.pdf", "pdf"),
+    (b"\x00junk" * 100 + b"%PDF-1.4\n", "scan", "pdf"),
+    (b"\x00junk" * 100 + b"%PDF-1.4\n", "scan.txt", None),  # binary .txt: not text
+    (b"text " * 100 + b"%PDF-1.4\n", "scan", "text"),
+    (b"<!doctype html><p>x", "page.txt", "html"),
+    (b"<!-- toc -->\n# Title", "notes.md", "markdown"),
+    (b"<!-- x --><body>", "page", "html"),
+    (b"plain", "data.json", None),
+])
+def test_sniff_rule(head, name, kind):
+    if kind is None:
+        with pytest.raises(UnsupportedFile):
+            sniff(head, name)
+    else:
+        assert sniff(head, name) == kind
 
 
 def test_other_types_are_skipped(tmp_path):
@@ -139,7 +202,8 @@ def test_real_web_pages_keep_text_and_drop_code(eval_dir):
         assert not code.search(doc.pages[0].text), path.name
     fool = load(eval_dir / "html" / "docs" / "crag-01-0.html").pages[0].text
     assert "has been shorthand for the broad market since it was first published in 1896" in fool
-    assert "Dogs of the Dow X" not in load(eval_dir / "html" / "docs" / "crag-01-3.html").pages[0].text
+    other = load(eval_dir / "html" / "docs" / "crag-01-3.html").pages[0].text
+    assert "Dogs of the Dow X" not in other
 
 
 def test_a_folder_of_good_and_bad_files_gets_a_document_or_one_line_each(tmp_path):
@@ -224,7 +288,7 @@ def test_robustness_corpus_every_pdf_ingested_or_refused(eval_dir):
 
 
 def test_pdf_page_text_cleanup():
-    from ingest.pdf import _glyph_soup, clean_page_text
+    from ingest.pdf import clean_page_text
 
     raw = ("The ﬂow of water through the hydro-\nelectric plant was exam-\nined in 2019-\n2020 "
            "by the   team.\nShort closing line.\nA new paragraph starts here and it runs on for a "
@@ -235,7 +299,14 @@ def test_pdf_page_text_cleanup():
     assert "hydroelectric" in text  # a cheap rule: it also joins real hyphens at line ends
     assert "  " not in text and "\x00" not in text
     assert "Short closing line.\n\nA new paragraph" in text
-    assert _glyph_soup("/g18/g152/g135/g148/g152/g139/g3 x") and not _glyph_soup("plain /g3 text")
+
+
+def test_glyph_names_are_no_text_layer(tmp_path):
+    pdf = write_pdf(tmp_path / "glyphs.pdf", [["/g18/g152/g135/g148/g152/g139/g3 x"],
+                                              ["plain /g3 text on this page."]])
+    doc = load(pdf)
+    assert [p.text for p in doc.pages] == ["", "plain /g3 text on this page."]
+    assert doc.empty_pages == 1
 
 
 def test_a_slow_consumer_does_not_turn_finished_files_into_timeouts(tmp_path):
@@ -246,7 +317,7 @@ def test_a_slow_consumer_does_not_turn_finished_files_into_timeouts(tmp_path):
         paths.append(tmp_path / f"n{i}.txt")
         paths[-1].write_text(f"note {i}")
     results = []
-    for path, result in iter_load(paths, timeout_s=1, workers=2):
+    for _path, result in iter_load(paths, timeout_s=1, workers=2):
         results.append(result)
         time.sleep(1.5)  # embedding the last document took longer than the time limit
     assert all(not isinstance(r, Exception) for r in results), results

@@ -29,8 +29,8 @@ def write_notes(folder: Path, n: int, paragraphs: int = 6) -> None:
 
 
 def table_state(store) -> tuple:
-    docs = sorted((r.id, r.path, r.pages, r.chunks) for r in store.list_documents())
-    rows = store.chunks.search().select(["id", "doc_id", "text", "page_start", "char_start",
+    docs = sorted((r.id, r.path, r.pages, r.chunks) for r in store.documents.list())
+    rows = store.chunks.table.search().select(["id", "doc_id", "text", "page_start", "char_start",
                                          "char_end"]).limit(None).to_list()
     chunks = sorted((r["id"], r["doc_id"], r["text"], r["page_start"], r["char_start"],
                      r["char_end"]) for r in rows)
@@ -55,12 +55,12 @@ def test_rerun_ingests_nothing_and_changed_file_replaces(runtime, tmp_path):
     third = ingest_paths([folder], runtime)
     assert third.counts() == {"ingested": 0, "unchanged": 2, "replaced": 1, "skipped": 0,
                               "failed": 0}
-    versions = runtime.store.documents_at(str(changed.resolve()))
+    versions = runtime.store.documents.at_path(str(changed.resolve()))
     assert len(versions) == 1
-    texts = [r["text"] for r in runtime.store.chunks_of(versions[0].id)]
+    texts = [r["text"] for r in runtime.store.chunks.of_document(versions[0].id)]
     assert texts == ["A completely new text about the lighthouse keeper of Brannock."]
-    assert len(runtime.store.list_documents()) == 3
-    assert runtime.store.count_chunks() == sum(r.chunks for r in runtime.store.list_documents())
+    assert len(runtime.store.documents.list()) == 3
+    assert runtime.store.chunks.count() == sum(r.chunks for r in runtime.store.documents.list())
 
 
 def test_prune_removes_documents_whose_files_are_gone(runtime, tmp_path):
@@ -71,10 +71,10 @@ def test_prune_removes_documents_whose_files_are_gone(runtime, tmp_path):
     ingest_paths([folder], runtime)
     (folder / "note002.txt").unlink()
     kept = ingest_paths([folder], runtime)
-    assert len(runtime.store.list_documents()) == 3 and not kept.pruned
+    assert len(runtime.store.documents.list()) == 3 and not kept.pruned
     pruned = ingest_paths([folder], runtime, prune=True)
     assert [Path(p).name for p in pruned.pruned] == ["note002.txt"]
-    assert sorted(Path(r.path).name for r in runtime.store.list_documents()) == \
+    assert sorted(Path(r.path).name for r in runtime.store.documents.list()) == \
         ["note000.txt", "note001.txt"]
 
 
@@ -103,7 +103,7 @@ def test_good_and_bad_files_in_one_folder(runtime, tmp_path):
 
 
 def run_cli(*args: str, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rag.cli_main", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "rag.cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -132,7 +132,7 @@ def test_kill_9_mid_ingest_then_rerun_matches_a_clean_run(pack_config, embedder,
     proc.wait()
 
     partial = Store(crashed, embedder.dim)
-    assert 0 < len(partial.list_documents()) < 120
+    assert 0 < len(partial.documents.list()) < 120
 
     for db in (crashed, clean):
         done = run_cli("ingest", "-q", str(folder), "--db", str(db), env=env)
@@ -168,22 +168,25 @@ def test_demo_corpus_ingests_completely(runtime):
     assert report.counts()["ingested"] >= 6
 
 
-def test_every_chunk_stores_its_sentence_vectors_and_their_mean(runtime):
+def test_every_chunk_stores_its_sentence_vectors_spans_and_their_mean(runtime):
     import numpy as np
 
-    from ingest.chunking import sentence_pieces
     from ingest.pipeline import ingest_paths
+    from rag.retrieve import stored_pieces
+    from rag.text import sentence_pieces
 
     assert ingest_paths([CORPORA], runtime).ok
-    rows = runtime.store.chunks.search().select(["text", "vector", "pieces"]).limit(None) \
-        .to_list()
+    rows = runtime.store.chunks.table.search() \
+        .select(["text", "vector", "pieces", "piece_spans"]).limit(None).to_list()
     assert rows and any(len(r["pieces"]) > 1 for r in rows)
     embedder = runtime.embedder
     for row in rows[:40]:
         pieces = np.asarray(row["pieces"], dtype=np.float32)
-        assert len(pieces) == len(sentence_pieces(row["text"]))
+        # The stored spans give back exactly the texts that were embedded.
+        assert stored_pieces(row) == sentence_pieces(row["text"])
+        assert len(pieces) == len(row["piece_spans"])
         mean = pieces.mean(axis=0)
         assert np.allclose(row["vector"], mean / np.linalg.norm(mean), atol=1e-5)
     row = next(r for r in rows if len(r["pieces"]) > 1)
-    expected = embedder.embed_batch(sentence_pieces(row["text"]))
+    expected = embedder.embed_batch(stored_pieces(row))
     assert np.allclose(np.asarray(row["pieces"]), expected, atol=1e-4)

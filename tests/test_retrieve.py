@@ -16,6 +16,7 @@ from rag.retrieve import (
     sentence_scores,
     weights,
 )
+from rag.text import chunk_piece_spans, flatten
 from rag.types import Chunk, Document, Page
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def add(runtime, name: str, paragraphs: list[str]) -> Document:
     doc, chunks = make_doc(name, paragraphs)
     vectors = runtime.embedder.embed_batch([c.text for c in chunks])
     runtime.store.add_documents([(doc, chunks, vectors, text_bytes(doc))])
-    runtime.store.refresh_indexes()
+    runtime.store.chunks.refresh_indexes()
     return doc
 
 
@@ -115,9 +116,10 @@ def test_orphan_chunks_are_never_returned(corpus):
     # An interrupted ingest: chunks written, document row never written.
     doc, chunks = make_doc("orphan.txt", ["The XK-4471 relief valve orphan copy, nine hundred"
                                           " operating hours."])
-    store.chunks.add(store._chunk_table(doc, chunks, runtime.embedder.embed_batch([chunks[0].text])))
-    store.refresh_indexes()
-    assert doc.id not in store.ready_ids()
+    vectors = runtime.embedder.embed_batch([chunks[0].text])
+    store.chunks.add([store.chunks.rows(doc, chunks, vectors)])
+    store.chunks.refresh_indexes()
+    assert doc.id not in store.documents.ids()
     for question in ("XK-4471 relief valve orphan copy", "Where did the cat sleep?"):
         assert all(p.doc_id != doc.id for p in search(question, runtime, k=20))
     assert search("XK-4471 relief valve", runtime, k=1)[0].doc_id == docs["en"].id
@@ -146,15 +148,15 @@ def test_best_piece_ranks_a_chunk_whose_mean_vector_misses(runtime):
     mixed = (unit[2] + unit[3]) / np.sqrt(2)
     runtime.store.add_documents([(doc_a, chunks_a, [unit[[5]], unit[[0, 1]]], b"a"),
                                  (doc_b, chunks_b, [mixed[None, :]], b"b")])
-    rows = runtime.store.vector_search(unit[1], 3)
+    rows = runtime.store.chunks.vector_search(unit[1], 3)
     assert rows[0]["id"] == f"{doc_a.id}:1"
     assert rows[0]["pieces"].shape == (2, runtime.embedder.dim)
     assert np.allclose(rows[0]["vector"], (unit[0] + unit[1]) / np.sqrt(2), atol=1e-6)
-    assert np.allclose(runtime.store.vector_search(unit[3], 1)[0]["pieces"], mixed[None, :])
+    assert np.allclose(runtime.store.chunks.vector_search(unit[3], 1)[0]["pieces"], mixed[None, :])
     # A chunk with no vectors is refused before anything is written.
     with pytest.raises(ValueError, match="/docs/a.txt: a chunk without vectors"):
         runtime.store.add_documents([(doc_a, chunks_a, [unit[[5]], unit[:0]], b"a")])
-    assert runtime.store.count_chunks() == 3 and len(runtime.store.list_documents()) == 2
+    assert runtime.store.chunks.count() == 3 and len(runtime.store.documents.list()) == 2
 
 
 def test_foreign_questions_lean_on_full_text_with_english_only_embedder():
@@ -186,27 +188,6 @@ def test_sentence_scores_prefer_one_sentence_holding_the_rare_terms():
     assert scores[3] > scores[1] > 0  # "stimulates" is rare here, "hepcidin" everywhere
 
 
-def test_store_from_before_pieces_still_writes_and_searches(embedder, tmp_path):
-    import lancedb
-    import pyarrow as pa
-
-    from rag.store import Store, _chunks_schema
-
-    schema = _chunks_schema(embedder.dim)
-    before = pa.schema([f for f in schema if f.name != "pieces"], metadata=schema.metadata)
-    lancedb.connect(str(tmp_path / "lance")).create_table("chunks", schema=before)
-    store = Store(tmp_path, embedder.dim, embedder.name)
-    assert not store.has_pieces
-    doc, chunks = make_doc("old.txt", ENGLISH[:3])
-    pieces = [embedder.embed_batch(t.split(" because ")) for t in ENGLISH[:3]]
-    store.add_documents([(doc, chunks, pieces, b"old")])
-    rows = store.vector_search(embedder.embed_batch(["When is the valve serviced?"])[0], 3)
-    assert rows[0]["text"] == ENGLISH[0]
-    for row in rows:
-        assert row["pieces"].shape == (1, embedder.dim)
-        assert np.allclose(row["pieces"][0], row["vector"])
-
-
 def test_joint_score_prefers_the_piece_close_in_meaning_and_in_words():
     unit = np.eye(4, dtype=np.float32)
     answer = "Inflammation stimulates the release of hepcidin."
@@ -217,6 +198,8 @@ def test_joint_score_prefers_the_piece_close_in_meaning_and_in_words():
             {"piece": 1.0, "fused": 0.0})
     split = ({"id": "split", "text": f"{other} {answer}", "pieces": unit[[0, 1]]},
              {"piece": 1.0, "fused": 0.0})
+    for row, _ in (same, split):
+        row["piece_spans"] = flatten(chunk_piece_spans(row["text"]))
     fused = [split, same]
     _add_piece_scores(fused, unit[0], content_terms("What stimulates the release of hepcidin?"),
                       sentence_weight=0.6, joint_weight=0.15)

@@ -222,7 +222,7 @@ def test_api_key_is_required_when_set(make_client):
 def test_serve_refuses_a_public_host_without_a_key():
     from click.testing import CliRunner
 
-    from web.cli import serve
+    from rag.cli.serve import serve
 
     result = CliRunner().invoke(serve, ["--host", "0.0.0.0", "--offline"])
     assert result.exit_code == 2

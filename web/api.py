@@ -25,7 +25,7 @@ def doc_json(record) -> dict:
 
 
 def _record(state: State, doc_id: str):
-    record = state.runtime.store.get_document(doc_id)
+    record = state.runtime.store.documents.get(doc_id)
     if record is None:
         raise NotFoundException(f"no document {doc_id}")
     return record
@@ -54,7 +54,7 @@ async def upload(request: Request, state: State) -> dict:
 
 @get("/documents", sync_to_thread=True)
 def list_documents(state: State) -> dict:
-    return {"documents": [doc_json(r) for r in state.runtime.store.list_documents()]}
+    return {"documents": [doc_json(r) for r in state.runtime.store.documents.list()]}
 
 
 @get("/documents/{doc_id:str}", sync_to_thread=True)

@@ -55,8 +55,8 @@ def health(state: State) -> dict:
     return {"status": "ok",
             "models": {"embedder": runtime.embedder.name,
                        "generator": generator.name if generator is not None else None},
-            "store": {"documents": len(runtime.store.list_documents()),
-                      "chunks": runtime.store.count_chunks()},
+            "store": {"documents": len(runtime.store.documents.list()),
+                      "chunks": runtime.store.chunks.count()},
             "jobs": {"pending": state.jobs.pending()}}
 
 

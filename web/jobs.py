@@ -6,7 +6,7 @@ never wait for it: they run on their own threads, and the store makes a
 document visible only once all its chunks are written.
 
 A job's life: queued -> running (progress: stage, done, total) -> done | failed (reason).
-Files whose content is not PDF, HTML or text fail at once (web/uploads.py sniffs them).
+Files whose content is not PDF, HTML or text fail at once (ingest/sniff.py decides).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from web.uploads import RejectedUpload, safe_filename, sniff
+from ingest.sniff import SNIFF_BYTES
+from web.uploads import RejectedUpload, check_upload, safe_filename
 
 log = logging.getLogger("web.jobs")
 
@@ -95,7 +96,7 @@ class JobQueue:
         filename = safe_filename(name)
         job = Job(id=uuid.uuid4().hex, filename=filename, size=len(data))
         try:
-            kind = sniff(data[:8192], filename)
+            kind = check_upload(data[:SNIFF_BYTES], filename)
         except RejectedUpload as exc:
             job.status, job.stage, job.reason = "failed", "rejected", str(exc)
             job.finished_at = time.time()

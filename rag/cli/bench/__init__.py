@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 
 
 @click.group()
@@ -26,7 +26,7 @@ def _pack(config):
 @config_options
 def bench_models(config) -> None:
     """Matmul and MiniLM with the bundled BLAS vs the project's set-up; generator speed."""
-    from rag import bench as b
+    from rag.cli.bench import blas as b
 
     paths = _pack(config)
     table = Table(title="BLAS: bundled vs project set-up", show_edge=False)
@@ -35,9 +35,9 @@ def bench_models(config) -> None:
     for row in b.blas_table(str(paths.embedder)):
         table.add_row(*row)
     Console().print(table)
-    from rag import bench_models
+    from rag.cli.bench import generator
 
-    bench_models.main(["--cache", str(config.cache_dir)])
+    generator.main(["--cache", str(config.cache_dir)])
 
 
 @bench.command("ingest")
@@ -46,6 +46,6 @@ def bench_models(config) -> None:
 @config_options
 def bench_ingest(paths, limit, config) -> None:
     """Ingest PATHS into a fresh temporary store and print rates and the time split."""
-    from ingest.bench import run
+    from rag.cli.bench.ingest import run
 
     run(list(paths), config, limit=limit)

@@ -59,7 +59,7 @@ def worker(kind: str, embedder_path: str = "") -> dict:
 def run_variant(kind: str, bundled: bool, embedder_path: str = "") -> dict:
     env = dict(os.environ)
     env["RAG_BLAS"] = "bundled" if bundled else ""
-    cmd = [sys.executable, "-m", "rag.bench", kind, embedder_path]
+    cmd = [sys.executable, "-m", "rag.cli.bench.blas", kind, embedder_path]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800,
                           check=False)
     if done.returncode != 0:

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rag import blas
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 
 
 @click.group(invoke_without_command=True)

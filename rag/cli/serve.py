@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 from rag.config import replace
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 from rag.config import Config, replace
 
 
@@ -62,8 +62,8 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
     report = evaluate.evaluate_retrieval(
         questions, lambda q, n: retrieve.search(q, runtime, k=n), k=k)
     report["ingest_seconds"] = ingest_s
-    report["documents"] = len(runtime.store.list_documents())
-    report["passages"] = runtime.store.count_chunks()
+    report["documents"] = len(runtime.store.documents.list())
+    report["passages"] = runtime.store.chunks.count()
     report["embedder"] = runtime.embedder.name
     if answers:
         from rag.answer import answer

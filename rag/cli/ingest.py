@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 
 
 @click.command()

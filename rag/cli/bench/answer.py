@@ -1,4 +1,4 @@
-"""`python -m rag.bench_answer`: what the answer pipeline costs on top of the model.
+"""`python -m rag.cli.bench.answer`: what the answer pipeline costs on top of the model.
 
 1. Throughput: `answer()` vs plain `mlx_lm.stream_generate` on the same prompt
    (the one answer() builds), greedy, so both generate the same tokens.
@@ -54,7 +54,8 @@ def build_store(runtime, n_chunks: int, per_doc: int = 100, seed: int = 0) -> No
     items = []
     for d in range(max(1, n_chunks // per_doc)):
         doc_id = hashlib.sha256(f"synthetic {d}".encode()).hexdigest()
-        texts = [" ".join(rng.choice(WORDS, 90)) + "." for _ in range(per_doc)]
+        texts = [" ".join(" ".join(rng.choice(WORDS, 15)).capitalize() + "." for _ in range(6))
+                 for _ in range(per_doc)]
         # Six sentence pieces per chunk, as in real text (covidqa: 2,616 chunks, ~16k pieces).
         vectors = rng.standard_normal((per_doc, 6, runtime.embedder.dim)).astype("float32")
         vectors /= np.linalg.norm(vectors, axis=2, keepdims=True)
@@ -63,7 +64,7 @@ def build_store(runtime, n_chunks: int, per_doc: int = 100, seed: int = 0) -> No
         items.append(_item(hashlib.sha256(title.encode()).hexdigest(), title, texts,
                            runtime.embedder.embed_batch(texts)))
     runtime.store.add_documents(items)
-    runtime.store.refresh_indexes()
+    runtime.store.chunks.refresh_indexes()
 
 
 def _item(doc_id, title, texts, vectors):
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         runtime = open_runtime(replace(config, db=Path(tmp) / "db"))
         started = time.perf_counter()
         build_store(runtime, args.chunks)
-        print(f"store: {runtime.store.count_chunks()} chunks in"
+        print(f"store: {runtime.store.chunks.count()} chunks in"
               f" {time.perf_counter() - started:.1f} s; generator: {runtime.generator().path}")
         stream_answer_warmup(runtime)
         report(throughput(runtime, LONG_QUESTION, args.max_tokens, args.repeats),

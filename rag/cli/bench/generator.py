@@ -1,4 +1,4 @@
-"""Benchmark the offline generator on this CPU: `python -m rag.bench_models --cache DIR`.
+"""Benchmark the offline generator on this CPU: `python -m rag.cli.bench.generator --cache DIR`.
 
 Prints, side by side, prefill tokens/s on a 1,000-token prompt, generation
 tokens/s over 100 new tokens, peak memory and the wall time of prompt + 100
@@ -73,7 +73,7 @@ def run_variant(name: str, model_dir: Path, prompt_tokens: int, gen_tokens: int,
                 timeout: float) -> dict:
     weights, blas = VARIANTS[name]
     env = dict(os.environ, RAG_BLAS="bundled" if blas == "bundled" else "")
-    cmd = [sys.executable, "-m", "rag.bench_models", "--worker", weights, "--model",
+    cmd = [sys.executable, "-m", "rag.cli.bench.generator", "--worker", weights, "--model",
            str(model_dir), "--prompt-tokens", str(prompt_tokens),
            "--gen-tokens", str(gen_tokens)]
     try:
@@ -101,7 +101,7 @@ def print_table(rows: dict[str, dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rag.bench_models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rag.cli.bench.generator", description=__doc__)
     parser.add_argument("--cache", type=Path, default=None,
                         help="model cache (default: the configured cache_dir)")
     parser.add_argument("--variants", default=",".join(VARIANTS),

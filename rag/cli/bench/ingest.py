@@ -28,7 +28,7 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
         report = ingest_paths(files, runtime)
         wall = time.perf_counter() - started
         tokens = getattr(runtime.embedder, "tokens_embedded", 0) - tokens_before
-        n_sample = min(256, runtime.store.count_chunks())
+        n_sample = min(256, runtime.store.chunks.count())
         sample = _sample_texts(runtime.store, n_sample)
         encoders = compare_encoders(runtime.embedder, sample) if sample else {}
     done = [f for f in report.files if f.status in ("ingested", "replaced")]
@@ -74,10 +74,10 @@ def run(paths: list[Path], config: Config, *, limit: int | None = None) -> dict:
 
 def _sample_texts(store, n: int) -> list[str]:
     """The sentence pieces of `n` stored chunks: what ingestion embeds."""
-    from ingest.chunking import chunk_pieces
+    from rag.retrieve import stored_pieces
 
-    rows = store.chunks.search().select(["text"]).limit(n).to_arrow().to_pylist()
-    return [p for r in rows for p in chunk_pieces(r["text"])]
+    rows = store.chunks.table.search().select(["text", "piece_spans"]).limit(n).to_list()
+    return [p for r in rows for p in stored_pieces(r)]
 
 
 def compare_encoders(embedder, texts: list[str]) -> dict[str, float]:

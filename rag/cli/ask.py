@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rag.cli_common import config_options
+from rag.cli.common import config_options
 from rag.config import replace
 
 

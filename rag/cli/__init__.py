@@ -8,13 +8,13 @@ import click
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
-    "models": ("rag.cli_models", "models", "Show configured and local models; pull the offline pack."),
-    "ingest": ("ingest.cli", "ingest", "Ingest files and folders into the store."),
-    "ask": ("rag.cli_ask", "ask", "Answer a question from the stored documents, with citations."),
-    "search": ("rag.cli_ask", "search", "Show the passages retrieved for a query."),
-    "eval": ("rag.cli_eval", "eval_command", "Measure retrieval (and answers) on a question set."),
-    "serve": ("web.cli", "serve", "Run the web page and JSON API."),
-    "bench": ("rag.cli_bench", "bench", "Benchmarks that print figures side by side."),
+    "models": ("rag.cli.models", "models", "Show configured and local models; pull the offline pack."),
+    "ingest": ("rag.cli.ingest", "ingest", "Ingest files and folders into the store."),
+    "ask": ("rag.cli.ask", "ask", "Answer a question from the stored documents, with citations."),
+    "search": ("rag.cli.ask", "search", "Show the passages retrieved for a query."),
+    "eval": ("rag.cli.eval", "eval_command", "Measure retrieval (and answers) on a question set."),
+    "serve": ("rag.cli.serve", "serve", "Run the web page and JSON API."),
+    "bench": ("rag.cli.bench", "bench", "Benchmarks that print figures side by side."),
 }
 
 

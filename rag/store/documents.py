@@ -1,0 +1,75 @@
+"""The documents table: one row per complete document (written after its chunks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class DocRecord:
+    id: str
+    path: str
+    title: str
+    mime: str
+    pages: int
+    chunks: int
+    empty_pages: int
+    size: int
+    added_at: float
+    file: str  # stored copy of the original (see rag/store/files.py)
+
+
+SCHEMA = pa.schema([
+    pa.field("id", pa.string()), pa.field("path", pa.string()),
+    pa.field("title", pa.string()), pa.field("mime", pa.string()),
+    pa.field("pages", pa.int32()), pa.field("chunks", pa.int32()),
+    pa.field("empty_pages", pa.int32()), pa.field("size", pa.int64()),
+    pa.field("added_at", pa.float64()), pa.field("file", pa.string()),
+])
+_NAMES = [f.name for f in fields(DocRecord)]
+
+
+def quote(value: str) -> str:
+    """A string literal for a LanceDB filter."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def id_list(ids) -> str:
+    return ", ".join(quote(i) for i in ids)
+
+
+class Documents:
+    def __init__(self, table):
+        self.table = table
+
+    def list(self) -> list[DocRecord]:
+        rows = self.table.to_arrow().to_pylist()
+        return sorted((self._record(r) for r in rows), key=lambda d: d.added_at)
+
+    def get(self, doc_id: str) -> DocRecord | None:
+        rows = self.table.search().where(f"id = {quote(doc_id)}").limit(1).to_list()
+        return self._record(rows[0]) if rows else None
+
+    def ids(self) -> set[str]:
+        return set(self.table.to_arrow().column("id").to_pylist())
+
+    def at_path(self, path: str) -> list[DocRecord]:
+        rows = self.table.search().where(f"path = {quote(path)}").to_list()
+        return [self._record(r) for r in rows]
+
+    def put(self, records: Sequence[DocRecord]) -> None:
+        """Write (or rewrite) the rows of `records`."""
+        if not records:
+            return
+        self.table.delete(f"id IN ({id_list(r.id for r in records)})")
+        self.table.add([asdict(r) for r in records])
+
+    def delete(self, doc_id: str) -> None:
+        self.table.delete(f"id = {quote(doc_id)}")
+
+    @staticmethod
+    def _record(row: dict) -> DocRecord:
+        return DocRecord(**{k: row[k] for k in _NAMES})

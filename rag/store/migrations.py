@@ -1,0 +1,120 @@
+"""Numbered schema migrations, run when a store is opened.
+
+A store records its schema version in the `meta` table. Stores written before
+that table existed are recognised by their columns. `MIGRATIONS[n]` brings a
+store from version n - 1 to n; each is written once and never changed, so a
+store of any earlier version opens (tests/test_store.py builds one of each).
+
+1. documents + chunks (`vector` per chunk, full-text column)
+2. `pieces`: the vectors of each chunk's sentence pieces
+3. `piece_spans`: where each piece lies in the chunk's text
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from rag.store.pieces import list_array, piece_matrix
+from rag.text import chunk_piece_spans, flatten
+
+VERSION = 3
+META = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())])
+
+
+class MigrationError(RuntimeError):
+    """The store was written by a newer version of the program."""
+
+
+def table_names(db) -> set[str]:
+    listed = db.list_tables()
+    return set(listed.tables if hasattr(listed, "tables") else listed)
+
+
+def stored_version(db) -> int | None:
+    """The store's schema version; None for an empty folder."""
+    names = table_names(db)
+    if "meta" in names:
+        rows = db.open_table("meta").to_arrow().to_pylist()
+        values = {r["key"]: r["value"] for r in rows}
+        if "schema_version" in values:
+            return int(values["schema_version"])
+    if "chunks" not in names:
+        return None
+    columns = db.open_table("chunks").schema.names
+    return 3 if "piece_spans" in columns else 2 if "pieces" in columns else 1
+
+
+def record_version(db, version: int) -> None:
+    if "meta" in table_names(db):
+        meta = db.open_table("meta")
+        meta.delete("key = 'schema_version'")
+    else:
+        meta = db.create_table("meta", schema=META)
+    meta.add([{"key": "schema_version", "value": str(version)}])
+
+
+def migrate(db, log: Callable[[str], None] = lambda _: None) -> int:
+    """Bring the store up to VERSION; the version it had."""
+    found = stored_version(db)
+    if found is None:
+        return VERSION
+    if found > VERSION:
+        raise MigrationError(f"store schema {found} is newer than this program's {VERSION}:"
+                             " upgrade the program")
+    for version in range(found + 1, VERSION + 1):
+        log(f"store: migrating schema {version - 1} -> {version}")
+        MIGRATIONS[version](db)
+        record_version(db, version)
+    return found
+
+
+def _rewrite_chunks(db, add: Callable[[pa.Table, int], dict[str, pa.Array]]) -> None:
+    """Rewrite the chunks table with new columns (one atomic commit), then its FTS index."""
+    table = db.open_table("chunks")
+    data = table.to_arrow()
+    dim = table.schema.field("vector").type.list_size
+    meta = table.schema.metadata or {}
+    for name, column in add(data, dim).items():
+        data = data.append_column(name, column)
+    data = data.replace_schema_metadata(meta)
+    table = db.create_table("chunks", data, mode="overwrite")
+    if table.count_rows():
+        table.create_fts_index("fts", base_tokenizer="whitespace", stem=True,
+                               language="English", remove_stop_words=False,
+                               ascii_folding=True, replace=True)
+
+
+def _add_pieces(db) -> None:
+    """Version 2: each chunk's one vector becomes its only piece."""
+    def add(data: pa.Table, dim: int) -> dict[str, pa.Array]:
+        vectors = data.column("vector").combine_chunks()
+        offsets = np.arange(len(vectors) + 1)
+        return {"pieces": list_array(offsets, vectors)}
+
+    _rewrite_chunks(db, add)
+
+
+def _add_piece_spans(db) -> None:
+    """Version 3: piece spans. Where today's splitter finds as many pieces as were
+    embedded, its spans are those pieces' (the splitter of version 2 wrote them);
+    otherwise each piece spans the whole text and search scores the chunk as one."""
+    def add(data: pa.Table, dim: int) -> dict[str, pa.Array]:
+        _, offsets = piece_matrix(data.column("pieces"), dim)
+        counts = np.diff(offsets)
+        spans, lengths = [], []
+        for text, n in zip(data.column("text").to_pylist(), counts):
+            found = chunk_piece_spans(text)
+            if len(found) != n:
+                found = [((0, len(text)),)] * int(n)
+            spans.extend(flatten(found))
+            lengths.append(len(found))
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        return {"piece_spans": list_array(starts, pa.array(spans, pa.list_(pa.int32())))}
+
+    _rewrite_chunks(db, add)
+
+
+MIGRATIONS: dict[int, Callable] = {2: _add_pieces, 3: _add_piece_spans}
