@@ -1,0 +1,24 @@
+"""Files -> documents -> chunks -> vectors -> store. The public API:
+
+    import rag, ingest
+    runtime = rag.open_runtime(rag.load_config({}))
+    report = ingest.ingest_paths(["~/papers"], runtime)   # IngestReport, a FileResult per file
+    result = ingest.ingest_file(path, runtime)            # one file (the web upload path)
+"""
+
+from importlib import import_module
+
+_API = {
+    "ingest_paths": "ingest.pipeline", "ingest_file": "ingest.pipeline",
+    "discover": "ingest.pipeline", "IngestReport": "ingest.pipeline",
+    "FileResult": "ingest.pipeline", "STATUSES": "ingest.pipeline",
+    "load": "ingest.loaders", "sniff": "ingest.sniff",
+    "LoadError": "ingest.errors", "UnsupportedFile": "ingest.errors",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module 'ingest' has no attribute {name!r}")

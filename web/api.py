@@ -118,7 +118,7 @@ def _options(data: Any) -> dict:
 
 
 def _event_json(event) -> tuple[str, dict]:
-    from rag.answer import source_json
+    from rag import source_json
 
     if event.type == "token":
         return "token", {"text": event.text}
@@ -139,7 +139,7 @@ class _SSE(ServerSentEvent):
 
 
 def _stream(runtime, options: dict) -> ServerSentEvent:
-    from rag.answer import stream_answer
+    from rag import stream_answer
 
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
@@ -196,7 +196,7 @@ async def ask(request: Request, state: State) -> Any:
         return _stream(state.runtime, options)
     from anyio import to_thread
 
-    from rag.answer import answer
+    from rag import answer
 
     result = await to_thread.run_sync(lambda: answer(options["question"], state.runtime,
                                                      k=options["k"],
@@ -206,8 +206,8 @@ async def ask(request: Request, state: State) -> Any:
 
 @get("/search", sync_to_thread=True)
 def search(state: State, q: str, k: int = 6) -> dict:
-    from rag.answer import source_json
-    from rag.retrieve import search as retrieve
+    from rag import source_json
+    from rag import search as retrieve
 
     if not q.strip():
         raise HTTPException(status_code=422, detail="q: required")

@@ -24,7 +24,7 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from rag.config import Config
+from rag import Config
 from web.api import api_router
 from web.jobs import JobQueue
 
@@ -105,7 +105,7 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
     def startup(app: Litestar) -> None:
         state = app.state
         if state.get("runtime") is None:
-            from rag.runtime import open_runtime
+            from rag import open_runtime
 
             state.runtime = open_runtime(config)
         state.runtime.generator()  # loaded once, shared by every question

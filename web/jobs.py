@@ -143,7 +143,7 @@ class JobQueue:
                 path.unlink(missing_ok=True)
 
     def _ingest(self, job: Job, path: Path) -> None:
-        from ingest.pipeline import ingest_file
+        from ingest import ingest_file
 
         self._update(job, status="running", stage="parsing")
 

@@ -8,19 +8,19 @@ import sys
 import click
 
 from rag.cli.common import config_options
-from rag.config import replace
+from rag import replace
 
 
 def _errors():
     """The library's named exceptions, which the CLI turns into click errors."""
-    from rag.models import ModelError
-    from rag.store import StoreError
+    from rag import ModelError
+    from rag import StoreError
 
     return (ModelError, StoreError, ValueError)
 
 
 def _runtime(config):
-    from rag.runtime import open_runtime
+    from rag import open_runtime
 
     try:
         return open_runtime(config)
@@ -39,7 +39,7 @@ def _runtime(config):
 @config_options
 def ask(question, doc_ids, k, max_tokens, temperature, as_json, config):
     """Answer QUESTION from the stored documents, citing sources as [n]."""
-    from rag.answer import DoneEvent, TokenEvent, stream_answer
+    from rag import DoneEvent, TokenEvent, stream_answer
 
     runtime = _runtime(config)
     done = None
@@ -63,7 +63,7 @@ def _print_sources(answer) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from rag.prompt import pages_label, source_title
+    from rag import pages_label, source_title
 
     console = Console(highlight=False)
     if answer.citations:
@@ -97,19 +97,18 @@ def _print_sources(answer) -> None:
 @config_options
 def search(query, doc_ids, k, as_json, config):
     """Show the passages retrieved for QUERY, best first, with their scores."""
-    from rag import retrieve
-    from rag.answer import source_json
+    import rag
 
     if k:
         config = replace(config, k=k)
     runtime = _runtime(config)
     try:
-        passages = retrieve.search(query, runtime, k=config.k, doc_ids=list(doc_ids) or None)
+        passages = rag.search(query, runtime, k=config.k, doc_ids=list(doc_ids) or None)
     except _errors() as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps({"query": query, "relevant": retrieve.is_relevant(passages),
-                               "passages": [source_json(i + 1, p)
+        click.echo(json.dumps({"query": query, "relevant": rag.is_relevant(passages),
+                               "passages": [rag.source_json(i + 1, p)
                                             for i, p in enumerate(passages)]},
                               ensure_ascii=False, indent=2))
         return
@@ -120,7 +119,7 @@ def _print_passages(passages) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from rag.prompt import pages_label, source_title
+    from rag import pages_label, source_title
 
     console = Console(highlight=False)
     if not passages:

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rag.config import Config, ConfigError, load_config
+from rag import Config, ConfigError, load_config
 
 
 def config_options(func: Callable) -> Callable:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from rag.cli.common import config_options
-from rag.config import Config, replace
+from rag import Config, replace
 
 
 @click.command("eval")
@@ -49,8 +49,8 @@ def eval_command(docs_dir: Path | None, questions_file: Path, k: int, answers: b
 
 
 def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bool) -> dict:
-    from rag import evaluate, retrieve
-    from rag.runtime import open_runtime
+    from rag import evaluate, search
+    from rag import open_runtime
 
     runtime = open_runtime(config)
     ingest_s = 0.0
@@ -60,13 +60,13 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
         ingest_s = time.perf_counter() - start
     runtime.embedder.embed_batch(["warm up"], query=True)  # first call compiles kernels
     report = evaluate.evaluate_retrieval(
-        questions, lambda q, n: retrieve.search(q, runtime, k=n), k=k)
+        questions, lambda q, n: search(q, runtime, k=n), k=k)
     report["ingest_seconds"] = ingest_s
     report["documents"] = len(runtime.store.documents.list())
     report["passages"] = runtime.store.chunks.count()
     report["embedder"] = runtime.embedder.name
     if answers:
-        from rag.answer import answer
+        from rag import answer
 
         report["answers"] = evaluate.evaluate_answers(
             questions, lambda q: answer(q, runtime, k=config.k))
@@ -74,7 +74,7 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
 
 
 def ingest_folder(docs_dir: Path, runtime) -> None:
-    from ingest.pipeline import ingest_paths
+    from ingest import ingest_paths
 
     report = ingest_paths([docs_dir], runtime, recursive=True)
     failed = [f for f in report.files if f.status == "failed"]

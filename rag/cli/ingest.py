@@ -36,8 +36,8 @@ from rag.cli.common import config_options
 @config_options
 def ingest(paths, recursive, include, exclude, prune, passwords, report, quiet, config):
     """Ingest PDF, Markdown, HTML and text files from PATHS into the store."""
-    from ingest.pipeline import ingest_paths
-    from rag.runtime import open_runtime
+    from ingest import ingest_paths
+    from rag import open_runtime
 
     for path in paths:
         if not path.exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from rag.cli.common import config_options
-from rag.config import replace
+from rag import replace
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

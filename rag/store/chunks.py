@@ -43,6 +43,16 @@ def filter_docs(doc_ids: Iterable[str] | None) -> str | None:
     return f"doc_id IN ({id_list(ids)})" if ids else None
 
 
+def create_fts_index(table) -> None:
+    """The full-text index over the `fts` column (rag/lexical.py: fts_text).
+
+    English stemming: +1 point hit@5 on covidqa and xquad-en, no change on zh/th/hi
+    (their tokens are bigrams or non-Latin words the stemmer leaves alone).
+    """
+    table.create_fts_index("fts", base_tokenizer="whitespace", stem=True, language="English",
+                           remove_stop_words=False, ascii_folding=True, replace=True)
+
+
 class Chunks:
     def __init__(self, table, dim: int):
         self.table, self.dim = table, dim
@@ -110,11 +120,7 @@ class Chunks:
         if n == 0:
             return
         if not self._fts_ready:
-            # English stemming: +1 point hit@5 on covidqa and xquad-en, no change on
-            # zh/th/hi (their tokens are bigrams or non-Latin words the stemmer leaves alone).
-            self.table.create_fts_index("fts", base_tokenizer="whitespace", stem=True,
-                                        language="English", remove_stop_words=False,
-                                        ascii_folding=True, replace=True)
+            create_fts_index(self.table)
             self._fts_ready = True
         else:
             self.table.optimize()  # folds new rows into the existing indexes

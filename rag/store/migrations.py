@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from rag.store.chunks import create_fts_index
 from rag.store.pieces import list_array, piece_matrix
 from rag.text import chunk_piece_spans, flatten
 
@@ -82,9 +83,7 @@ def _rewrite_chunks(db, add: Callable[[pa.Table, int], dict[str, pa.Array]]) -> 
     data = data.replace_schema_metadata(meta)
     table = db.create_table("chunks", data, mode="overwrite")
     if table.count_rows():
-        table.create_fts_index("fts", base_tokenizer="whitespace", stem=True,
-                               language="English", remove_stop_words=False,
-                               ascii_folding=True, replace=True)
+        create_fts_index(table)
 
 
 def _add_pieces(db) -> None:
