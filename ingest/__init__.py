@@ -6,7 +6,7 @@
     result = ingest.ingest_file(path, runtime)            # one file (the web upload path)
 """
 
-from importlib import import_module
+from rag.lazy import lazy_names
 
 _API = {
     "ingest_paths": "ingest.pipeline", "ingest_file": "ingest.pipeline",
@@ -17,8 +17,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'ingest' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names("ingest", _API)

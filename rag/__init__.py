@@ -12,9 +12,9 @@ Ingestion is the `ingest` package (`ingest.ingest_paths`). Names are loaded on
 first use, so `import rag` stays cheap (it only picks the BLAS, see rag/blas.py).
 """
 
-from importlib import import_module
 
 from rag.blas import use_optimized_blas
+from rag.lazy import lazy_names
 
 # Must run before anything imports mlx.core (see rag/blas.py).
 use_optimized_blas()
@@ -37,12 +37,4 @@ _API = {
 }
 __all__ = sorted(_API)
 
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module 'rag' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_names("rag", _API)

@@ -3,11 +3,14 @@
 1. Markers: `[1]`, `[1, 2]`, `[1-3]` and `[1][2]` are read; numbers that name
    no source are dropped, and the text shown is rewritten with the valid ones
    only, one number per bracket (`[1][2]`), so every marker left is clickable.
-2. The text is split into sentences; a marker belongs to the sentence it ends
-   (after the full stop, `... 1932. [1]`, or before it, `... 1932 [1].`).
+2. The text is split into sentences (see split_sentences); a marker belongs to
+   the sentence it ends (after the full stop, `... 1932. [1]`, or before it,
+   `... 1932 [1].`).
 3. Each cited sentence is checked against its passage. Two signals:
-   lexical recall (the share of the sentence's content words found in the
-   passage, stemmed crudely to their first six letters) and the embedding
+   lexical recall (the share of the sentence's content terms found in the
+   passage, as the full-text index analyses them: lower-cased, ASCII-folded,
+   Snowball-stemmed, so `studies` matches `study` exactly when a full-text
+   query would; see rag.lexical.content_index_terms) and the embedding
    cosine between the sentence and the passage's best-matching span. Their
    mean must reach SUPPORT_THRESHOLD, and every number in the sentence must
    occur in the passage: a wrong year is the commonest unfaithful claim, and
@@ -31,6 +34,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from rag.lexical import content_index_terms
+from rag.text import sentence_spans, trim
 from rag.types import Passage
 
 SUPPORT_THRESHOLD = 0.5  # mean of lexical recall and cosine
@@ -38,15 +43,14 @@ INFER_MIN_LEXICAL = 0.75  # stricter than for cited sentences: the model made no
 MIN_INFER_TERMS = 3  # shorter unmarked sentences ("Yes.") get no inferred citation
 MAX_RANGE = 20  # [1-500] is a typo, not 500 citations
 
-_MARKER = re.compile(r"\[\s*(?:sources?\s*)?(\d+(?:\s*[,;\-\u2013]\s*(?:sources?\s*)?\d+)*)\s*\]",
-                     re.IGNORECASE)
+# A marker as models write it: [1], [1, 2], [1-3], [Source 2]; group 1 holds the numbers.
+MARKER = re.compile(r"\[\s*(?:sources?\s*)?(\d+(?:\s*[,;\-\u2013]\s*(?:sources?\s*)?\d+)*)\s*\]",
+                    re.IGNORECASE)
 _CLEAN_MARKER = re.compile(r"\[(\d+)\]")
-_BOUNDARY = re.compile(
-    r"[.!?]+[\"'\u201d\u2019)]*(?:\s*\[\d+\])*(?=\s|$)"  # Latin: punctuation then a space
-    r"|[\u3002\uff01\uff1f]+(?:\s*\[\d+\])*"  # CJK full stops need no space after
-    r"|\n+")
+_LINE = re.compile(r"[^\n]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+_ITEM_PREFIX = re.compile(_LIST_ITEM.pattern[1:])  # the same, matched from a line's start
 
 
 @dataclass(frozen=True)
@@ -112,29 +116,37 @@ def clean_markers(text: str, n_sources: int) -> str:
                 seen.append(n)
         return "".join(f"[{n}]" for n in seen)
 
-    out = _MARKER.sub(replace, text)
+    out = MARKER.sub(replace, text)
     # A dropped marker leaves "word ." or "word  word": close the gap.
     out = re.sub(r"[ \t]+([.,;:!?])", r"\1", out)
     return re.sub(r"[ \t]{2,}", " ", out)
 
 
 def split_sentences(text: str) -> list[Sentence]:
+    """Sentences of `text` with their markers and offsets into `text`.
+
+    The project's one sentence rule (rag.text.sentence_spans: Latin enders then
+    a space, CJK/Devanagari/Arabic enders, list items, wide gaps; markers after
+    a full stop stay with the sentence they close), applied line by line: every
+    newline also ends a sentence, since answers put list items and short facts
+    on lines of their own, often without a full stop, and each line is a claim
+    of its own; a list item's own number (`2. `) ends no sentence. Markers
+    alone on a line belong to the sentence before them.
+    """
     out: list[Sentence] = []
-    pos = 0
-    for match in _BOUNDARY.finditer(text):
-        _add_sentence(out, text, pos, match.end())
-        pos = match.end()
-    _add_sentence(out, text, pos, len(text))
+    for line in _LINE.finditer(text):
+        # A list item's number is no full stop: "2. Tours on Saturdays" is one sentence.
+        item = _ITEM_PREFIX.match(text, line.start(), line.end())
+        spans = sentence_spans(text, item.end() if item else line.start(), line.end())
+        if item and spans:
+            spans[0] = (trim(text, line.start(), line.end())[0], spans[0][1])
+        for start, end in spans:
+            _add_sentence(out, text, start, end)
     return out
 
 
 def _add_sentence(out: list[Sentence], text: str, start: int, end: int) -> None:
-    piece = text[start:end]
-    if not piece.strip():
-        return
-    start += len(piece) - len(piece.lstrip())
-    end -= len(piece) - len(piece.rstrip())
-    body = text[start:end]
+    body = text[start:end]  # trimmed by sentence_spans
     markers = tuple(dict.fromkeys(int(n) for n in _CLEAN_MARKER.findall(body)))
     if out and not _CLEAN_MARKER.sub("", body).strip():
         # Markers alone on a line belong to the sentence before them.
@@ -148,9 +160,8 @@ def _add_sentence(out: list[Sentence], text: str, start: int, end: int) -> None:
 # -- support -----------------------------------------------------------------
 
 def terms(text: str) -> set[str]:
-    from rag.retrieve import content_terms
-
-    return {t[:6] if len(t) > 6 and t.isalpha() else t for t in content_terms(text)}
+    """Content terms as the full-text index sees them (stemmed, folded, stop words out)."""
+    return content_index_terms(text)
 
 
 def lexical_recall(claim_terms: set[str], text: str) -> float:

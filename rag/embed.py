@@ -8,27 +8,21 @@ are L2-normalised, so a dot product is a cosine similarity.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from rag.config import Config
 from rag.models import ModelError, announce, resolve
 
-# E5-family models were trained with these prefixes; others take text as is.
-_PREFIXES = {"e5": ("query: ", "passage: ")}
-
-
-class EmbedderLike(Protocol):
-    name: str
-    dim: int
-
-    def embed_batch(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray: ...
-
-    def count_tokens(self, text: str) -> int: ...
+# E5-family models were trained with these prefixes; others take text as is. Matched
+# against the model's own name only ("multilingual-e5-base-mlx"), as a word: other parts
+# of its path, such as a hub snapshot hash, can contain "e5" too.
+_PREFIXES = ((re.compile(r"(?:^|[-_.\s])e5(?:$|[-_.\s])"), ("query: ", "passage: ")),)
 
 
 @dataclass
@@ -88,9 +82,6 @@ class Embedder:
             out[batch] = vecs
         return out
 
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.embed_batch([text], query=True)[0]
-
 
 def _tokenizer(path: Path, hf_tokenizer) -> object:
     from tokenizers import Tokenizer
@@ -118,8 +109,8 @@ def load_embedder(config: Config) -> Embedder:
     tok = _tokenizer(path, getattr(hf_tok, "_tokenizer", hf_tok))
     cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
     probe = model(mx.array([[tok.token_to_id("[CLS]") or 0]])).text_embeds
-    lower = (resolved.name + " " + str(path)).lower()
-    query_prefix, passage_prefix = next((p for key, p in _PREFIXES.items() if key in lower),
+    name = model_name(resolved.name, resolved.path, resolved.source).lower()
+    query_prefix, passage_prefix = next((p for pattern, p in _PREFIXES if pattern.search(name)),
                                         ("", ""))
     if resolved.source == "pack":
         query_prefix = passage_prefix = ""
@@ -130,6 +121,20 @@ def load_embedder(config: Config) -> Embedder:
         max_tokens=min(512, max_pos - 2), pad_id=int(cfg.get("pad_token_id", 0) or 0),
         query_prefix=query_prefix, passage_prefix=passage_prefix,
     )
+
+
+def model_name(name: str, path: str, source: str) -> str:
+    """The model's own name: a hub id's last part, or a local folder's name.
+
+    A local folder inside the hub cache (.../models--org--name/snapshots/<hash>)
+    is named by its repository.
+    """
+    if source != "local":
+        return name.rstrip("/").rsplit("/", 1)[-1]
+    folder = Path(os.path.abspath(path))
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.rsplit("--", 1)[-1]
+    return folder.name
 
 
 def _local_dir(repo_id: str) -> Path:

@@ -140,14 +140,14 @@ def evaluate_answers(questions: Sequence[Question], answer: Callable[[str], obje
     source; supported_share: of the citations kept, those whose sentence the
     cited passage supports; inferred_share: citations the model did not mark.
     """
-    from rag.citations import _MARKER, marker_numbers
+    from rag.citations import MARKER, marker_numbers
 
     written = valid = cited = supported = inferred = refused = 0
     speeds = []
     for q in questions:
         result = answer(q.question)
         refused += bool(result.refused)
-        for match in _MARKER.finditer(result.raw_text):
+        for match in MARKER.finditer(result.raw_text):
             for number in marker_numbers(match.group(1)):
                 written += 1
                 valid += 1 <= number <= len(result.sources)

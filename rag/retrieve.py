@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.lexical import fts_text, latin_share
+from rag.lexical import content_terms, latin_share, overlap, words
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten
 from rag.types import Passage
@@ -81,15 +81,6 @@ _MULTILINGUAL = ("multilingual", "bge-m3", "labse", "xlm", "jina-embeddings-v3")
 MIN_COSINE = 0.50
 MIN_OVERLAP = 0.6
 MIN_OVERLAP_TEXT_ONLY = 0.25
-
-# Frequent English function words: they say nothing about whether a passage
-# answers the question, so they do not count toward `overlap`.
-_STOP = frozenset("""a an the of to in on at by for from with about into over as and or not no
-is are was were be been being do does did has have had what which who whom whose when where
-why how that this these those it its there their they them he she his her we our you your
-i me my can could would should will shall may might must than then so if but also any all
-some such many much more most other each one two s""".split())
-
 
 def is_multilingual(embedder_name: str) -> bool:
     name = embedder_name.lower()
@@ -226,16 +217,16 @@ def piece_term_shares(terms: set[str], pieces: Sequence[Sequence[str]]) -> list[
     which is enough to tell a topic word shared by every candidate from a
     distinguishing one.
     """
-    words = [[set(fts_text(p).lower().split()) for p in candidate] for candidate in pieces]
+    words_of = [[set(words(p)) for p in candidate] for candidate in pieces]
     if not terms:
-        return [np.zeros(len(w)) for w in words]
-    present = [set().union(*w) for w in words]
+        return [np.zeros(len(w)) for w in words_of]
+    present = [set().union(*w) for w in words_of]
     df = {t: sum(1 for p in present if t in p) for t in terms}
     n = len(pieces)
     idf = {t: math.log(1.0 + (n - df[t] + 0.5) / (df[t] + 0.5)) for t in terms}
     total = sum(idf.values()) or 1.0
     return [np.array([sum(idf[t] for t in terms if t in w) / total for w in candidate])
-            for candidate in words]
+            for candidate in words_of]
 
 
 def sentence_scores(terms: set[str], texts: Sequence[str]) -> list[float]:
@@ -248,18 +239,6 @@ def sentence_scores(terms: set[str], texts: Sequence[str]) -> list[float]:
     """
     pieces = [sentence_pieces(t) or [t] for t in texts]
     return [float(s.max()) if len(s) else 0.0 for s in piece_term_shares(terms, pieces)]
-
-
-def content_terms(text: str) -> set[str]:
-    return {t for t in fts_text(text).lower().split() if t not in _STOP}
-
-
-def overlap(terms: set[str], passage_text: str) -> float:
-    """Share of `terms` that occur among the passage's full-text terms."""
-    if not terms:
-        return 0.0
-    have = set(fts_text(passage_text).lower().split())
-    return len(terms & have) / len(terms)
 
 
 def is_relevant(passages: Sequence[Passage], *, min_cosine: float = MIN_COSINE,

@@ -111,3 +111,67 @@ def test_span_prefers_the_sentence_holding_the_claims_numbers():
     start, end = best_span("The Aurora observatory was completed in 1987.", text)
     assert "completed in 1987" in text[start:end]
     assert "Short History" not in text[start:end]
+
+
+VACCINES = ("Vaccination of children was studied in 2020 across twelve regions. "
+            "The study found fewer hospital admissions among vaccinated children.")
+
+
+def test_claims_match_other_inflections_as_the_index_does():
+    from rag.citations import terms
+    from rag.lexical import index_terms
+
+    # "studies"/"study" and "vaccinated"/"vaccination" share a stem in the full-text index.
+    claim = "Studies of vaccinating children found fewer admissions."
+    assert terms(claim) == {"studi", "vaccin", "children", "found", "fewer", "admiss"}
+    assert terms(claim) <= set(index_terms(VACCINES))
+    _, [citation] = cite(claim.replace(".", " [1]."), [passage(1, VACCINES, "Vaccines")])
+    assert citation.lexical == 1.0 and citation.supported
+    # The old first-six-letters rule kept "study" and "studie" apart.
+    assert terms("study") == terms("studies") == terms("studied") == {"studi"}
+    # Stop words stay out, whatever their inflection.
+    assert terms("The study was done") == {"studi", "done"}
+
+
+def test_shared_splitter_keeps_markers_after_the_full_stop_with_their_sentence():
+    text = "The observatory opened in 1932. [1] Its mirror is 2.4 m wide.[2] It is old [1]."
+    sentences = split_sentences(text)
+    assert [(s.claim, s.markers) for s in sentences] == [
+        ("The observatory opened in 1932.", (1,)), ("Its mirror is 2.4 m wide.", (2,)),
+        ("It is old.", (1,))]
+    assert all(text[s.start:s.end] == s.text for s in sentences)
+
+
+@pytest.mark.parametrize("text, claims, markers", [
+    ("天文台建于1932年。[1]它很大！[2]", ["天文台建于1932年。", "它很大！"], [(1,), (2,)]),
+    ("वेधशाला 1932 में बनी। [1] यह बहुत बड़ी है। [2]",
+     ["वेधशाला 1932 में बनी।", "यह बहुत बड़ी है।"], [(1,), (2,)]),
+    ("تم بناء المرصد عام 1932؟ [1] نعم", ["تم بناء المرصد عام 1932؟", "نعم"], [(1,), ()]),
+])
+def test_shared_splitter_handles_cjk_danda_and_arabic(text, claims, markers):
+    sentences = split_sentences(text)
+    assert [s.claim for s in sentences] == claims
+    assert [s.markers for s in sentences] == markers
+    assert all(text[s.start:s.end] == s.text for s in sentences)
+
+
+def test_every_line_of_an_answer_is_its_own_sentence():
+    text = ("Key facts:\n- Completed in 1932 [1]\n- A 2.4 metre mirror [1]\n"
+            "2. Tours on Saturdays\n[1]\nNo full stop here\nnor here [2]")
+    sentences = split_sentences(text)
+    assert [(s.claim, s.markers) for s in sentences] == [
+        ("Key facts:", ()), ("- Completed in 1932", (1,)), ("- A 2.4 metre mirror", (1,)),
+        ("2. Tours on Saturdays", (1,)),  # the marker alone on its line joins it
+        ("No full stop here", ()), ("nor here", (2,))]
+    assert all(text[s.start:s.end] == s.text for s in sentences)
+    _, citations = cite(text, SOURCES)
+    assert [(c.sentence, c.supported) for c in citations] == [  # claims lose the list prefix
+        ("Completed in 1932", True), ("A 2.4 metre mirror", True),
+        ("Tours on Saturdays", True), ("nor here", False)]
+
+
+def test_marker_pattern_is_public():
+    from rag.citations import MARKER
+
+    assert [m.group(1) for m in MARKER.finditer("a [1] b [1, 2] c [Source 3] d [4-5]")] == \
+        ["1", "1, 2", "3", "4-5"]
