@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.config import Config
-from rag.models import ModelError, announce, resolve
+from rag.models import load_resolved
 
 # E5-family models were trained with these prefixes; others take text as is. Matched
 # against the model's own name only ("multilingual-e5-base-mlx"), as a word: other parts
@@ -98,12 +98,7 @@ def load_embedder(config: Config) -> Embedder:
     import mlx.core as mx
     from mlx_embeddings import load
 
-    resolved = resolve(config.embedder, "embedder", config)
-    announce(resolved)
-    try:
-        model, hf_tok = load(resolved.path)
-    except Exception as exc:
-        raise ModelError(f"embedder {resolved.name}: cannot load {resolved.path} ({exc})") from exc
+    resolved, (model, hf_tok) = load_resolved(config.embedder, "embedder", config, load)
     model.eval()
     path = Path(resolved.path) if Path(resolved.path).exists() else _local_dir(resolved.path)
     tok = _tokenizer(path, getattr(hf_tok, "_tokenizer", hf_tok))

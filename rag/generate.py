@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag.config import Config
-from rag.models import ModelError, announce, resolve
+from rag.models import load_resolved
 
 PREFIX_CACHE_ENTRIES = 4  # distinct system prompts kept (one in normal use)
 
@@ -113,13 +113,7 @@ def load_generator(config: Config) -> Generator:
     """Resolve (hub, local folder or offline pack) and load the configured generator."""
     from mlx_lm import load
 
-    resolved = resolve(config.generator, "generator", config)
-    announce(resolved)
-    try:
-        model, tokenizer = load(resolved.path)
-    except Exception as exc:  # loaders raise many types; keep the cause
-        raise ModelError(f"generator {resolved.name}: cannot load {resolved.path} ({exc})") \
-            from exc
+    resolved, (model, tokenizer) = load_resolved(config.generator, "generator", config, load)
     # Name what actually runs: the pack's model when we fell back to it.
     name = Path(resolved.path).name if resolved.source == "pack" else resolved.name
     return Generator(name=name, path=resolved.path, model=model, tokenizer=tokenizer)

@@ -11,9 +11,11 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from rag.config import Config
 
@@ -93,3 +95,19 @@ def _from_pack(name: str, kind: str, config: Config, pack_dir: Path, notice: str
 def announce(resolved: Resolved) -> None:
     if resolved.notice:
         print(f"notice: {resolved.notice}", file=sys.stderr)
+
+
+def load_resolved(name: str, kind: str, config: Config, loader: Callable[[str], Any]
+                  ) -> tuple[Resolved, Any]:
+    """Resolve `name`, say so if it fell back to the pack, and load it with `loader`.
+
+    Loaders raise many types (missing files, bad configs, unknown architectures);
+    each becomes one ModelError naming the model, with the cause kept.
+    """
+    resolved = resolve(name, kind, config)
+    announce(resolved)
+    try:
+        return resolved, loader(resolved.path)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        raise ModelError(f"{kind} {resolved.name}: cannot load {resolved.path} ({exc})") \
+            from exc

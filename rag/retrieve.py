@@ -40,9 +40,11 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from rag.embed import model_name
 from rag.lexical import content_terms, latin_share, overlap, words
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten
@@ -83,7 +85,10 @@ MIN_OVERLAP = 0.6
 MIN_OVERLAP_TEXT_ONLY = 0.25
 
 def is_multilingual(embedder_name: str) -> bool:
-    name = embedder_name.lower()
+    """By the model's own name (a hub id's last part or a folder's name), never by the
+    folders above it, which may say anything."""
+    source = "local" if Path(embedder_name).exists() else "hub"
+    name = model_name(embedder_name, embedder_name, source).lower()
     return any(piece in name for piece in _MULTILINGUAL)
 
 

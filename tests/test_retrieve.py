@@ -206,3 +206,17 @@ def test_joint_score_prefers_the_piece_close_in_meaning_and_in_words():
     assert same[1]["sentence"] == split[1]["sentence"] > 0
     assert same[1]["joint"] > split[1]["joint"]
     assert same[1]["fused"] > split[1]["fused"]
+
+
+def test_multilingual_is_judged_by_the_models_own_name(tmp_path):
+    from rag.retrieve import is_multilingual
+
+    assert is_multilingual("mlx-community/multilingual-e5-base-mlx")
+    assert not is_multilingual("sentence-transformers/all-MiniLM-L6-v2")
+    # A folder above the model (here named like a multilingual model) says nothing.
+    english = tmp_path / "xlm-models" / "all-MiniLM-L6-v2"
+    english.mkdir(parents=True)
+    assert not is_multilingual(str(english))
+    snapshot = tmp_path / "models--org--multilingual-e5-small" / "snapshots" / "0a1b"
+    snapshot.mkdir(parents=True)
+    assert is_multilingual(str(snapshot))
