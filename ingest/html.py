@@ -18,7 +18,8 @@ _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "me
 _BLOCK = {"p", "div", "section", "article", "main", "ul", "ol", "table", "blockquote", "pre",
           "figure", "figcaption", "dl", "hr", "caption", "h1", "h2", "h3", "h4", "h5", "h6",
           "address", "details", "summary"}
-_LINE = {"br", "li", "tr", "dt", "dd"}  # a line break, not a paragraph: lists and tables stay together
+# A line break, not a paragraph: lists and tables stay together.
+_LINE = {"br", "li", "tr", "dt", "dd"}
 _CELL = {"td", "th"}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BOILERPLATE = re.compile(r"cookie|consent|gdpr|banner|newsletter|subscribe|share|social|"

@@ -133,7 +133,7 @@ class _Writer:
         start = time.perf_counter()
         store = self.runtime.store
         store.add_documents([(d, c, v, s) for d, c, v, s, _ in self.pending])
-        for doc, _, _, _, result in self.pending:
+        for doc, *_ in self.pending:
             for old in store.documents.at_path(doc.path):
                 if old.id != doc.id:
                     store.delete_document(old.id)

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 import threading
-from pathlib import Path
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rag.config import Config

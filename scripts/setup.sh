@@ -3,10 +3,48 @@
 # and the offline model pack. Safe to re-run: every step is skipped when done.
 #   scripts/setup.sh          runtime only
 #   scripts/setup.sh --dev    plus test tools and a browser for the end-to-end test
+#   scripts/setup.sh --lock   regenerate constraints.txt in a throwaway venv (`make lock`)
+# Python packages come at the versions pinned in constraints.txt (pip's -c: it pins, it does
+# not add). CONSTRAINTS=other.txt picks another file; CONSTRAINTS= installs unpinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
+MODE=${1:-}
+case "$MODE" in ""|--dev|--lock) ;; *) echo "usage: $0 [--dev|--lock]" >&2; exit 2 ;; esac
 PY=${PYTHON:-python3}
+CONSTRAINTS=${CONSTRAINTS-constraints.txt}
+
+if [ "$MODE" = "--lock" ]; then
+  # A fresh resolve of '.[dev]' (runtime + dev) with nothing pinned, frozen as constraints.
+  tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+  "$PY" -m venv "$tmp/venv"
+  "$tmp/venv/bin/python" -m pip install -q --upgrade pip
+  # Only the metadata matters: build the project from a copy of pyproject.toml (and the
+  # README it names), so nothing is written into this checkout.
+  mkdir "$tmp/project" && cp pyproject.toml README.md "$tmp/project/"
+  "$tmp/venv/bin/pip" install -q "$tmp/project[dev]"
+  "$tmp/venv/bin/pip" check
+  py_version=$("$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())')
+  {
+    cat <<EOF
+# Lock for scripts/setup.sh: pip constraints (pip install -c constraints.txt -e '.[dev]').
+# Regenerate with \`make lock\` (scripts/setup.sh --lock): a fresh venv resolves '.[dev]' from
+# pyproject.toml with nothing pinned and \`pip freeze\` writes this file; commit it together
+# with the pyproject.toml change that needed it. Do not edit by hand.
+#
+# Resolved on $(uname -s) $(uname -m), CPython ${py_version}. A constraint only pins a package
+# that something requests; pins for packages not requested on another platform are ignored,
+# so macOS still installs (mlx instead of mlx[cpu], so no mlx-cpu; mlx-metal comes unpinned).
+# On another Python, where a pin may have no wheel: CONSTRAINTS= scripts/setup.sh (unpinned).
+# Not covered: the cuda extra, and setuptools (the build backend runs in pip's build isolation).
+EOF
+    "$tmp/venv/bin/pip" freeze --all --exclude rag-local --exclude setuptools --exclude wheel
+  } > "$CONSTRAINTS.new"
+  mv "$CONSTRAINTS.new" "$CONSTRAINTS"
+  echo "wrote $CONSTRAINTS ($(grep -vc '^#' "$CONSTRAINTS") pins)"
+  exit 0
+fi
+
+DEV=0; [ "$MODE" = "--dev" ] && DEV=1
 
 apt_install() {  # Debian/Ubuntu only; elsewhere say what is missing and go on
   command -v apt-get >/dev/null || { echo "note: install $* with your package manager"; return 0; }
@@ -22,6 +60,24 @@ if [ "$(uname -s)" = "Linux" ]; then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-if [ "$DEV" = 1 ]; then .venv/bin/pip install -q -e '.[dev]'; else .venv/bin/pip install -q -e .; fi
+
+# pip runs only when pyproject.toml, the constraints or the mode changed since the last
+# successful install (a stamp in .venv records them); a dev install also covers runtime.
+pin=(); [ -n "$CONSTRAINTS" ] && pin=(-c "$CONSTRAINTS")  # ${pin[@]+...}: bash 3.2 on macOS
+fingerprint=$(cat pyproject.toml ${CONSTRAINTS:+"$CONSTRAINTS"} | .venv/bin/python -c \
+  'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+installed() { [ "$(cat ".venv/.setup-$1" 2>/dev/null)" = "$fingerprint" ]; }
+if installed dev || { [ "$DEV" = 0 ] && installed runtime; }; then
+  echo "packages: up to date with pyproject.toml${CONSTRAINTS:+ and $CONSTRAINTS}"
+else
+  rm -f .venv/.setup-dev .venv/.setup-runtime
+  .venv/bin/python -m pip install -q ${pin[@]+"${pin[@]}"} --upgrade pip
+  if [ "$DEV" = 1 ]; then
+    .venv/bin/pip install -q ${pin[@]+"${pin[@]}"} -e '.[dev]'
+    echo "$fingerprint" > .venv/.setup-dev
+  else
+    .venv/bin/pip install -q ${pin[@]+"${pin[@]}"} -e .
+  fi
+  echo "$fingerprint" > .venv/.setup-runtime
+fi
 .venv/bin/rag models pull

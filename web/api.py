@@ -206,8 +206,8 @@ async def ask(request: Request, state: State) -> Any:
 
 @get("/search", sync_to_thread=True)
 def search(state: State, q: str, k: int = 6) -> dict:
-    from rag import source_json
     from rag import search as retrieve
+    from rag import source_json
 
     if not q.strip():
         raise HTTPException(status_code=422, detail="q: required")

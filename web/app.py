@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import rag  # noqa: F401 - loads OpenBLAS before anything imports mlx
 from litestar import Litestar, Request, Response, get
 from litestar.connection import ASGIConnection
 from litestar.contrib.jinja import JinjaTemplateEngine
@@ -24,6 +23,7 @@ from litestar.response import Template
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
+import rag  # noqa: F401 - loads OpenBLAS before anything imports mlx
 from rag import Config
 from web.api import api_router
 from web.jobs import JobQueue

@@ -8,7 +8,8 @@ import click
 
 # name -> (module, attribute, one-line help)
 COMMANDS = {
-    "models": ("rag.cli.models", "models", "Show configured and local models; pull the offline pack."),
+    "models": ("rag.cli.models", "models",
+               "Show configured and local models; pull the offline pack."),
     "ingest": ("rag.cli.ingest", "ingest", "Ingest files and folders into the store."),
     "ask": ("rag.cli.ask", "ask", "Answer a question from the stored documents, with citations."),
     "search": ("rag.cli.ask", "search", "Show the passages retrieved for a query."),

@@ -7,14 +7,13 @@ import sys
 
 import click
 
-from rag.cli.common import config_options
 from rag import replace
+from rag.cli.common import config_options
 
 
 def _errors():
     """The library's named exceptions, which the CLI turns into click errors."""
-    from rag import ModelError
-    from rag import StoreError
+    from rag import ModelError, StoreError
 
     return (ModelError, StoreError, ValueError)
 

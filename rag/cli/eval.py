@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from rag.cli.common import config_options
 from rag import Config, replace
+from rag.cli.common import config_options
 
 
 @click.command("eval")
@@ -49,8 +49,7 @@ def eval_command(docs_dir: Path | None, questions_file: Path, k: int, answers: b
 
 
 def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bool) -> dict:
-    from rag import evaluate, search
-    from rag import open_runtime
+    from rag import evaluate, open_runtime, search
 
     runtime = open_runtime(config)
     ingest_s = 0.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rag.cli.common import config_options
 from rag import replace
+from rag.cli.common import config_options
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

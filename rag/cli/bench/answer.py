@@ -93,8 +93,9 @@ def throughput(runtime, question: str, max_tokens: int, repeats: int) -> dict:
         a = answer(question, runtime, max_tokens=max_tokens, temperature=0.0)
         ours.append((a.generation_tokens, a.generation_tps))
         last = None
-        for last in stream_generate(generator.model, generator.tokenizer, prompt.tokens,
-                                    max_tokens=max_tokens):
+        # The last response carries the totals.
+        for last in stream_generate(generator.model, generator.tokenizer,  # noqa: B007
+                                    prompt.tokens, max_tokens=max_tokens):
             pass
         plain.append((last.generation_tokens, last.generation_tps))
     return {"tokens": ours[0][0], "plain_tokens": plain[0][0],

@@ -59,7 +59,7 @@ def measure(model_dir: Path, weights: str, prompt_tokens: int, gen_tokens: int) 
 
     mx.reset_peak_memory()
     start = time.perf_counter()
-    for last in stream_generate(model, tokenizer, prompt, max_tokens=gen_tokens,
+    for last in stream_generate(model, tokenizer, prompt, max_tokens=gen_tokens,  # noqa: B007
                                 sampler=make_sampler(temp=0.0), logits_processors=[no_eos]):
         pass
     total_s = time.perf_counter() - start

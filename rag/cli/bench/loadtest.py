@@ -1,6 +1,7 @@
 """A small load test: concurrent questions and uploads against a running server.
 
-    python -m rag.cli.bench.loadtest --url http://127.0.0.1:8000 [--key KEY] [--asks 8] [--uploads 20]
+    python -m rag.cli.bench.loadtest --url http://127.0.0.1:8000 [--key KEY] \
+        [--asks 8] [--uploads 20]
 
 Sends `--asks` questions and `--uploads` uploads (small generated .txt/.md
 files plus bad ones: random bytes named .pdf, an empty .txt, an .exe) all at
