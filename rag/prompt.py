@@ -50,6 +50,7 @@ class Prompt:
     prefix_len: int  # leading tokens shared by every question (the system message)
     sources: list[Passage]  # the passages in the prompt; source [n] is sources[n - 1]
     truncated: bool = False  # the last source was cut to fit the budget
+    user: str = ""  # the user message (sources and question), for chat endpoints
 
 
 def pages_label(passage: Passage) -> str:
@@ -145,7 +146,7 @@ def _finish(question, kept, texts, tokenizer, budget, truncated) -> Prompt:
     shared = next((i for i, (a, b) in enumerate(zip(prefix_tokens, tokens)) if a != b),
                   min(len(prefix_tokens), len(tokens)))
     return Prompt(text=text, tokens=tokens, prefix_len=shared, sources=list(kept),
-                  truncated=truncated)
+                  truncated=truncated, user=user_message(question, kept, texts))
 
 
 def cut_to_tokens(tokenizer, text: str, n: int) -> str:
