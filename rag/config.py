@@ -49,6 +49,19 @@ class Config:
     api_key: str = ""
     max_upload_mb: int = 100
     parse_timeout: float = 120.0
+    # Generation engine (rag/engine.py): sequences decoding together, requests waiting
+    # beyond them (past both: 503 with Retry-After), a time limit per answer, and the
+    # longest prefill step (tokens) so that a long prompt does not stall the decoders.
+    max_running: int = 8
+    max_waiting: int = 32
+    answer_time_limit: float = 600.0
+    prefill_step: int = 256
+    # A remote OpenAI-compatible chat endpoint instead of the local model (rag/remote.py):
+    # its base URL (".../v1"), a key for it, and a tokenizer (hub id or folder) to count
+    # the prompt's tokens with; without one the budget is counted from characters.
+    generator_url: str = ""
+    generator_api_key: str = ""
+    generator_tokenizer: str = ""
 
 
 def config_path(env: Mapping[str, str] | None = None) -> Path:
