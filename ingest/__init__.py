@@ -12,7 +12,7 @@ _API = {
     "ingest_paths": "ingest.pipeline", "ingest_file": "ingest.pipeline",
     "discover": "ingest.pipeline", "IngestReport": "ingest.pipeline",
     "FileResult": "ingest.pipeline", "STATUSES": "ingest.pipeline",
-    "load": "ingest.loaders", "sniff": "ingest.sniff",
+    "load": "ingest.loaders", "sniff": "ingest.filetypes",
     "LoadError": "ingest.errors", "UnsupportedFile": "ingest.errors",
 }
 __all__ = sorted(_API)

@@ -1,4 +1,4 @@
-"""File -> Document: the type from content and name (ingest/sniff.py), then pages of text.
+"""File -> Document: the type from content and name (ingest/filetypes.py), then pages of text.
 
 `iter_load` runs loaders in worker processes with a per-file time limit, so a
 file that crashes or hangs a parser costs one worker, never the batch.
@@ -16,7 +16,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ingest.errors import LoadError, UnsupportedFile
-from ingest.sniff import SNIFF_BYTES, sniff
+from ingest.filetypes import SNIFF_BYTES, sniff
 from rag.types import Document, Page
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)

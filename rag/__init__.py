@@ -21,20 +21,20 @@ use_optimized_blas()
 
 __version__ = "0.1.0"
 
-_API = {
-    "Config": "rag.config", "load_config": "rag.config", "ConfigError": "rag.config",
-    "replace": "rag.config",
-    "Runtime": "rag.runtime", "open_runtime": "rag.runtime",
-    "Store": "rag.store", "StoreError": "rag.store", "open_store": "rag.store",
-    "ModelError": "rag.models",
-    "search": "rag.retrieve", "is_relevant": "rag.retrieve",
-    "answer": "rag.answer", "stream_answer": "rag.answer", "Answer": "rag.answer",
-    "SourcesEvent": "rag.answer", "TokenEvent": "rag.answer", "CitationEvent": "rag.answer",
-    "DoneEvent": "rag.answer", "source_json": "rag.answer",
-    "pages_label": "rag.prompt", "source_title": "rag.prompt",
-    "Citation": "rag.citations", "Passage": "rag.types", "Document": "rag.types",
-    "Chunk": "rag.types", "Page": "rag.types",
+_MODULES = {
+    "rag.config": "Config ConfigError load_config replace",
+    "rag.runtime": "Runtime open_runtime",
+    "rag.store": "Store StoreError open_store",
+    "rag.models": "ModelError",
+    "rag.retrieve": "search is_relevant",
+    "rag.answering": "answer stream_answer astream_answer start_answer Answer AnswerRun "
+                     "SourcesEvent TokenEvent CitationEvent DoneEvent source_json",
+    "rag.streams": "Busy EngineError",
+    "rag.prompt": "pages_label source_title",
+    "rag.citations": "Citation",
+    "rag.types": "Passage Document Chunk Page",
 }
+_API = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = sorted(_API)
 
 __getattr__, __dir__ = lazy_names("rag", _API)

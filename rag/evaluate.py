@@ -134,7 +134,7 @@ def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int 
 
 
 def evaluate_answers(questions: Sequence[Question], answer: Callable[[str], object]) -> dict:
-    """Citation and refusal figures over `answer(question)` (rag.answer.Answer objects).
+    """Citation and refusal figures over `answer(question)` (rag.answering.Answer objects).
 
     valid_marker_share: of the [n] markers the model wrote, those naming a real
     source; supported_share: of the citations kept, those whose sentence the

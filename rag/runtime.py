@@ -1,13 +1,16 @@
-"""The loaded resources a process shares: configuration, embedder, store, generator.
+"""The loaded resources a process shares: configuration, embedder, store, generation engine.
 
 Built once (by the CLI command or the web app's lifespan) and passed down
-explicitly. The generator loads on first use, so ingestion-only commands never
-pay for it.
+explicitly. The engine (and its model) loads on first use, so ingestion-only
+commands never pay for it. `worker` is a small fixed pool for the blocking
+steps of an answer (retrieval, citation checks) when the caller is an event
+loop: the web app never starts a thread per request.
 """
 
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,17 +24,44 @@ class Runtime:
     config: Config
     embedder: Embedder
     store: Store
-    _generator: Any = None
+    _engine: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=2, thread_name_prefix="rag-work"))
+
+    def engine(self):
+        """The generation engine (rag/engine.py, or rag/remote.py with generator_url)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = open_engine(self.config)
+            return self._engine
 
     def generator(self):
-        """The shared generator (rag.generate.Generator), loaded once."""
-        with self._lock:
-            if self._generator is None:
-                from rag.generate import load_generator
+        """The in-process model (rag.generate.Generator) behind the local engine."""
+        engine = self.engine()
+        if not hasattr(engine, "generator"):
+            raise RuntimeError("the generator is remote (generator_url): no local model")
+        return engine.generator
 
-                self._generator = load_generator(self.config)
-            return self._generator
+    def close(self) -> None:
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
+        self.worker.shutdown(wait=False, cancel_futures=True)
+
+
+def open_engine(config: Config):
+    if config.generator_url:
+        from rag.remote import open_remote
+
+        return open_remote(config)
+    from rag.engine import LocalEngine
+    from rag.generate import load_generator
+
+    return LocalEngine(load_generator(config), max_running=config.max_running,
+                       max_waiting=config.max_waiting, prefill_step=config.prefill_step,
+                       time_limit_s=config.answer_time_limit)
 
 
 def open_runtime(config: Config) -> Runtime:

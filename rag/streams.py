@@ -32,6 +32,7 @@ class GenRequest:
 @dataclass(frozen=True)
 class GenEvent:
     text: str = ""
+    tokens: tuple[int, ...] = ()  # the token ids behind `text` (stop tokens never appear)
     finish: str | None = None  # see the module doc
     error: str = ""
     prompt_tokens: int = 0

@@ -49,9 +49,18 @@ def generator(pack_config):
     return load_generator(pack_config)
 
 
+@pytest.fixture(scope="module")
+def engine(generator):
+    from rag.engine import LocalEngine
+
+    engine = LocalEngine(generator)
+    yield engine
+    engine.close()
+
+
 @pytest.fixture
-def docs_runtime(runtime, generator):
-    runtime._generator = generator
+def docs_runtime(runtime, engine):
+    runtime._engine = engine
     runtime.doc_ids = add_docs(runtime)
     return runtime
 
@@ -64,11 +73,11 @@ class NoModel:
 
 
 def test_unanswerable_question_is_refused_without_calling_the_model(runtime):
-    from rag.answer import DoneEvent, SourcesEvent, TokenEvent, stream_answer
+    from rag.answering import DoneEvent, SourcesEvent, TokenEvent, stream_answer
     from rag.prompt import NOT_FOUND
 
     add_docs(runtime)
-    runtime._generator = NoModel()
+    runtime._engine = NoModel()
     events = list(stream_answer("Who won the football world cup in 1998?", runtime))
     assert [type(e) for e in events] == [SourcesEvent, TokenEvent, DoneEvent]
     answer = events[-1].answer
@@ -77,7 +86,7 @@ def test_unanswerable_question_is_refused_without_calling_the_model(runtime):
 
 
 def test_question_answered_in_one_document_cites_it(docs_runtime):
-    from rag.answer import CitationEvent, DoneEvent, SourcesEvent, TokenEvent, stream_answer
+    from rag.answering import CitationEvent, DoneEvent, SourcesEvent, TokenEvent, stream_answer
 
     events = list(stream_answer("When was the Aurora observatory completed?", docs_runtime,
                                 max_tokens=60))
@@ -95,7 +104,7 @@ def test_question_answered_in_one_document_cites_it(docs_runtime):
 
 
 def test_answer_json_shape(docs_runtime):
-    from rag.answer import answer
+    from rag.answering import answer
 
     data = answer("How many flowers does a kilogram of saffron need?", docs_runtime,
                   max_tokens=40).to_json()
@@ -109,28 +118,32 @@ def test_answer_json_shape(docs_runtime):
         assert text[citation["span"][0]:citation["span"][1]] == citation["quote"]
 
 
-def test_prefix_cache_gives_the_same_tokens_as_no_cache(docs_runtime, generator):
+def test_prefix_cache_gives_the_same_tokens_as_no_cache(docs_runtime, engine):
     from mlx_lm import stream_generate
 
     from rag.prompt import build_prompt
     from rag.retrieve import search
+    from rag.streams import GenRequest
 
+    generator = engine.generator
     question = "Where was the telescope mirror ground?"
     prompt = build_prompt(question, search(question, docs_runtime), generator.tokenizer,
                           budget=2000)
     assert prompt.prefix_len > 50
     plain = [r.token for r in stream_generate(generator.model, generator.tokenizer,
                                               prompt.tokens, max_tokens=40)]
+    plain = [t for t in plain if t not in generator.eos_ids]  # the engine never shows them
     hits = generator.prefix_hits
     for _ in range(2):  # the first may compute the prefix, the second must reuse it
-        cached = [r.token for r in generator.stream(prompt.tokens, 40, 0.0,
-                                                    prefix_len=prompt.prefix_len)]
-        assert cached == plain
+        request = GenRequest(prompt.tokens, 40, 0.0, prefix_len=prompt.prefix_len)
+        events = list(engine.submit(request))
+        assert [t for e in events for t in e.tokens] == plain
+        assert events[-1].cached_tokens == prompt.prefix_len
     assert generator.prefix_hits >= hits + 1
 
 
 def test_concurrent_questions_share_one_model(docs_runtime):
-    from rag.answer import answer
+    from rag.answering import answer
 
     questions = ["When was the Aurora observatory completed?",
                  "How many flowers does a kilogram of saffron need?"]
@@ -149,7 +162,7 @@ def test_concurrent_questions_share_one_model(docs_runtime):
 
 
 def test_a_line_repeated_by_the_model_stops_generation_and_is_kept_once():
-    from rag.answer import _drop_repeated_lines, _LoopGuard
+    from rag.answering import _drop_repeated_lines, _LoopGuard
 
     guard = _LoopGuard()
     stream = ["The Aurora Observatory [1]\n", "The Aurora", " Observatory [1]\n",

@@ -132,29 +132,45 @@ def test_llama31_prompt_has_each_special_token_as_one_id(llama):
     assert tok.decode(prefix).endswith("<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n")
 
 
+@pytest.fixture(scope="session")
+def engine(llama):
+    from rag.engine import LocalEngine
+
+    engine = LocalEngine(llama)
+    yield engine
+    engine.close()
+
+
 @pytest.mark.slow
-def test_prefix_cache_gives_the_same_tokens_as_no_cache(llama):
+def test_prefix_cache_gives_the_same_tokens_as_no_cache(llama, engine):
     from mlx_lm import stream_generate
+
+    from rag.streams import GenRequest
 
     prompt = build_prompt(QUESTION, PASSAGES, llama.tokenizer, budget=4000)
     assert prompt.prefix_len > 50
-    plain = list(stream_generate(llama.model, llama.tokenizer, prompt.tokens, max_tokens=24))
-    assert len({r.token for r in plain}) > 3  # the tiny model's greedy output is not one token
+    plain = [r.token for r in stream_generate(llama.model, llama.tokenizer, prompt.tokens,
+                                              max_tokens=24)]
+    assert len(set(plain)) > 3  # the tiny model's greedy output is not one token
+    plain = [t for t in plain if t not in llama.eos_ids]
     hits = llama.prefix_hits
     for _ in range(2):  # the first may compute the prefix, the second must reuse it
-        cached = list(llama.stream(prompt.tokens, 24, 0.0, prefix_len=prompt.prefix_len))
-        assert [r.token for r in cached] == [r.token for r in plain]
-        for a, b in zip(cached, plain):
-            np.testing.assert_allclose(np.array(a.logprobs.astype(mx.float32)),
-                                       np.array(b.logprobs.astype(mx.float32)), atol=1e-3)
+        events = list(engine.submit(GenRequest(prompt.tokens, 24, 0.0,
+                                               prefix_len=prompt.prefix_len)))
+        assert [t for e in events for t in e.tokens] == plain
+        assert events[-1].cached_tokens == prompt.prefix_len
     assert llama.prefix_hits >= hits + 1
+    # The cached prefix holds exactly the prefix's positions (one short would shift every
+    # later position, which greedy tokens of a tiny model may not show).
+    cache = llama.prefix_cache(prompt.tokens[:prompt.prefix_len])
+    assert all(layer.offset == prompt.prefix_len for layer in cache)
 
 
 class EotAfter:
-    """The tiny model, steered: no special token until `at` positions, then <|eot_id|>."""
+    """The tiny model, steered: no special token for `n` decode steps, then <|eot_id|>."""
 
-    def __init__(self, model, specials: list[int], eot: int, at: int) -> None:
-        self.model, self.at = model, at
+    def __init__(self, model, specials: list[int], eot: int, n: int) -> None:
+        self.model, self.n, self.steps = model, n, 0
         bias = np.zeros(model.args.vocab_size, dtype=np.float32)
         bias[specials] = -1e4
         self.before = mx.array(bias)
@@ -163,7 +179,9 @@ class EotAfter:
 
     def __call__(self, inputs, cache=None, **kwargs):
         logits = self.model(inputs, cache=cache, **kwargs)
-        return logits + (self.after if cache[0].offset >= self.at else self.before)
+        if inputs.shape[1] == 1:  # a decode step (prefill runs in longer steps)
+            self.steps += 1
+        return logits + (self.after if self.steps > self.n else self.before)
 
     def __getattr__(self, name):
         return getattr(self.model, name)
@@ -171,18 +189,25 @@ class EotAfter:
 
 @pytest.mark.slow
 def test_stream_stops_at_eot_and_never_shows_it(llama, monkeypatch):
+    from rag.engine import LocalEngine
+    from rag.streams import GenRequest
+
     tok = llama.tokenizer
     ids = special_ids(tok)
     prompt = build_prompt(QUESTION, PASSAGES, tok, budget=4000)
     n = 5  # ordinary tokens before the model emits <|eot_id|>
     monkeypatch.setattr(llama, "model", EotAfter(llama.model, list(ids.values()),
-                                                 ids["<|eot_id|>"], len(prompt.tokens) + n))
-    responses = list(llama.stream(prompt.tokens, 40, 0.0, prefix_len=prompt.prefix_len))
-    assert responses[-1].finish_reason == "stop"
-    assert responses[-1].token == ids["<|eot_id|>"] and responses[-1].generation_tokens == n + 1
-    assert len(responses) == n + 1  # n tokens, then the final response for <|eot_id|>
-    assert not set(ids.values()) & {r.token for r in responses[:-1]}
-    assert "<|" not in "".join(r.text for r in responses)
+                                                 ids["<|eot_id|>"], n))
+    engine = LocalEngine(llama)
+    try:
+        events = list(engine.submit(GenRequest(prompt.tokens, 40, 0.0)))
+    finally:
+        engine.close()
+    assert events[-1].finish == "stop"
+    assert events[-1].generation_tokens == n + 1  # n tokens, then <|eot_id|>
+    shown = [t for e in events for t in e.tokens]
+    assert len(shown) == n and not set(ids.values()) & set(shown)
+    assert "<|" not in "".join(e.text for e in events)
     # Llama 3.1 ends a turn with <|eot_id|>, a tool call with <|eom_id|>: both stop it.
     assert {ids["<|eot_id|>"], ids["<|eom_id|>"], ids["<|end_of_text|>"]} <= \
         set(tok.eos_token_ids)

@@ -75,7 +75,7 @@ def test_evaluate_retrieval_by_language():
 
 
 def test_evaluate_answers_counts_written_markers_and_support():
-    from rag.answer import Answer
+    from rag.answering import Answer
     from rag.citations import Citation
 
     def cite(marker, supported, inferred=False):

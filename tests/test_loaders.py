@@ -13,8 +13,8 @@ from conftest import CORPORA
 from pdfgen import write_pdf
 
 from ingest.errors import LoadError, UnsupportedFile
+from ingest.filetypes import sniff
 from ingest.loaders import decode_text, iter_load, load, load_with_timeout
-from ingest.sniff import sniff
 
 
 def test_pdf_keeps_one_page_per_physical_page(tmp_path):

@@ -35,3 +35,16 @@ def test_the_readme_example_ingests_searches_and_answers_with_citations(pack_pat
     assert "1987" in run.stdout  # the answer (corpora/: completed in 1987)
     cited = [line for line in lines if line.startswith("[")]
     assert cited and any("Aurora" in line and "supported=True" in line for line in cited)
+
+
+def test_every_public_name_resolves_to_the_same_object_twice():
+    # A submodule named like a public function would replace it after first use
+    # (importing rag.x sets the attribute rag.x to the module).
+    import ingest
+    import rag
+
+    for package in (rag, ingest):
+        for name in package.__all__:
+            first = getattr(package, name)
+            assert getattr(package, name) is first, f"{package.__name__}.{name}"
+            assert not isinstance(first, type(rag)), f"{package.__name__}.{name} is a module"

@@ -231,23 +231,49 @@ def test_serve_refuses_a_public_host_without_a_key():
 
 
 @pytest.mark.slow
-def test_stream_reports_errors_as_an_event(make_client, monkeypatch):
+class FailingEngine:
+    """An engine whose model fails mid-answer (as a remote endpoint that goes away does)."""
+
+    name = "failing"
+
+    def __init__(self):
+        from rag.tokencount import CharTokenizer
+
+        self.tokenizer = CharTokenizer()
+
+    def submit(self, request):
+        from rag.streams import GenEvent, GenStream
+
+        stream = GenStream()
+        stream.put(GenEvent(text="Herons nest"))
+        stream.put(GenEvent(finish="error", error="generator http://127.0.0.1:9/v1: gone"))
+        return stream
+
+    def stats(self):
+        return {"running": 0, "waiting": 0}
+
+
+def test_a_generation_failure_is_an_error_event_and_the_server_stays_healthy(
+        make_client, runtime, monkeypatch):
     import json
 
-    import rag.answer
+    import rag.answering
+    from rag.types import Passage
 
-    def broken(*args, **kwargs):
-        raise RuntimeError("model exploded")
-        yield  # a generator, like the real one
-
-    monkeypatch.setattr(rag.answer, "stream_answer", broken)
+    passage = Passage("c1", "d1", "Birds", "/birds.txt", "Herons nest in reed beds.", 1, 1, 0,
+                      25, scores={"piece": 0.9, "vector_weight": 1.0})
+    monkeypatch.setattr(rag.answering.retrieve, "search", lambda *a, **k: [passage])
+    runtime._engine = FailingEngine()
     client = make_client()
-    response = client.post("/api/ask", json={"question": "anything", "stream": True})
+    response = client.post("/api/ask", json={"question": "Where do herons nest?",
+                                             "stream": True})
     events = parse_sse(response.text)
-    assert events == [("error", json.dumps({"error": "model exploded"}))]
-    plain = client.post("/api/ask", json={"question": "anything"})
-    assert plain.status_code == 500
-    assert plain.json() == {"error": "internal error"}
+    assert [name for name, _ in events] == ["sources", "token", "error"]
+    assert json.loads(events[-1][1]) == {"error": "generator http://127.0.0.1:9/v1: gone"}
+    plain = client.post("/api/ask", json={"question": "Where do herons nest?"})
+    assert plain.status_code == 502 and "gone" in plain.json()["error"]
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["questions"] == 0
 
 
 def test_other_sites_cannot_change_anything(client):

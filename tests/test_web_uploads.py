@@ -7,7 +7,7 @@ import codecs
 
 import pytest
 
-from ingest.sniff import sniff
+from ingest.filetypes import sniff
 from web.jobs import JobQueue, ascii_filename
 from web.uploads import RejectedUpload, check_upload, safe_filename
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import threading
+import functools
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from litestar.response import File, ServerSentEvent, ServerSentEventMessage
 from web.jobs import ascii_filename
 
 MAX_QUESTION = 2000
+log = logging.getLogger("web")
 
 
 def doc_json(record) -> dict:
@@ -138,46 +141,60 @@ class _SSE(ServerSentEvent):
         return super().to_asgi_response(*args, **kwargs)
 
 
-def _stream(runtime, options: dict) -> ServerSentEvent:
-    from rag import stream_answer
+def _busy(reason: str, retry_after: float) -> HTTPException:
+    return HTTPException(status_code=503, detail=reason,
+                         headers={"Retry-After": str(max(1, round(retry_after)))})
+
+
+class _Admission:
+    """Questions in flight (retrieving, queued or generating), bounded by the engine's
+    running + waiting limits, so a flood is refused at the door before any work."""
+
+    def __init__(self, state: State):
+        self.state, self.held = state, False
+
+    def enter(self) -> None:
+        config = self.state.runtime.config
+        limit = config.max_running + config.max_waiting
+        if self.state.asks >= limit:
+            raise _busy(f"busy: {self.state.asks} questions in progress (limit {limit});"
+                        " try again shortly", retry_after=5)
+        self.state.asks += 1
+        self.held = True
+
+    def leave(self) -> None:
+        if self.held:
+            self.state.asks -= 1
+            self.held = False
+
+
+async def _start(state: State, options: dict):
+    """Retrieve and queue the answer on the engine; Busy becomes 503 before any output."""
+    from rag import Busy, start_answer
 
     loop = asyncio.get_running_loop()
-    events: asyncio.Queue = asyncio.Queue()
-    cancelled = threading.Event()
+    runtime = state.runtime
+    try:
+        return await loop.run_in_executor(runtime.worker, functools.partial(
+            start_answer, options["question"], runtime, k=options["k"],
+            doc_ids=options["doc_ids"]))
+    except Busy as exc:
+        raise _busy(str(exc), exc.retry_after) from exc
 
-    def put(item) -> None:
-        try:
-            loop.call_soon_threadsafe(events.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (server shutting down)
-            cancelled.set()
 
-    def produce() -> None:
-        stream = stream_answer(options["question"], runtime, k=options["k"],
-                               doc_ids=options["doc_ids"])
-        try:
-            for event in stream:
-                if cancelled.is_set():  # the client went away: stop generating
-                    break
-                put(_event_json(event))
-        except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
-            put(("error", {"error": _short(exc)}))
-        finally:
-            stream.close()  # releases the generator's lock at once
-            put(None)
-
+def _stream(run, admission: _Admission) -> ServerSentEvent:
     async def messages():
-        import json
-
-        threading.Thread(target=produce, name="ask-stream", daemon=True).start()
         try:
-            while (item := await events.get()) is not None:
-                name, payload = item
+            async for event in run.aevents():
+                name, payload = _event_json(event)
                 yield ServerSentEventMessage(event=name, data=json.dumps(payload))
-        finally:
-            cancelled.set()
+        except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+            log.warning("answer failed: %s", _short(exc))
+            yield ServerSentEventMessage(event="error", data=json.dumps({"error": _short(exc)}))
+        finally:  # also when the client leaves: closing this generator cancels the answer
+            admission.leave()
 
-    return _SSE(messages(), headers={"Cache-Control": "no-cache",
-                                                "X-Accel-Buffering": "no"})
+    return _SSE(messages(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _short(exc: BaseException) -> str:
@@ -187,25 +204,43 @@ def _short(exc: BaseException) -> str:
 
 @post("/ask", status_code=200)
 async def ask(request: Request, state: State) -> Any:
+    from rag import DoneEvent, EngineError
+
     try:
         data = await request.json()
     except Exception as exc:  # noqa: BLE001
         raise HTTPException(status_code=400, detail="body must be JSON") from exc
     options = _options(data)
+    admission = _Admission(state)
+    admission.enter()
+    try:
+        run = await _start(state, options)
+    except BaseException:
+        admission.leave()
+        raise
     if data.get("stream"):
-        return _stream(state.runtime, options)
-    from anyio import to_thread
+        return _stream(run, admission)  # the stream leaves when it ends
+    watch = asyncio.create_task(_cancel_on_disconnect(request, run))
+    try:
+        done = [e async for e in run.aevents() if isinstance(e, DoneEvent)]
+    except EngineError as exc:
+        raise HTTPException(status_code=502, detail=_short(exc)) from exc
+    finally:
+        watch.cancel()
+        admission.leave()
+    return done[-1].answer.to_json()
 
-    from rag import answer
 
-    result = await to_thread.run_sync(lambda: answer(options["question"], state.runtime,
-                                                     k=options["k"],
-                                                     doc_ids=options["doc_ids"]))
-    return result.to_json()
+async def _cancel_on_disconnect(request: Request, run) -> None:
+    """A client that hangs up on a non-streamed answer cancels its generation."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    if run.stream is not None:
+        run.stream.cancel()
 
 
-@get("/search", sync_to_thread=True)
-def search(state: State, q: str, k: int = 6) -> dict:
+@get("/search")
+async def search(state: State, q: str, k: int = 6) -> dict:
     from rag import search as retrieve
     from rag import source_json
 
@@ -213,7 +248,9 @@ def search(state: State, q: str, k: int = 6) -> dict:
         raise HTTPException(status_code=422, detail="q: required")
     if not 1 <= k <= 50:
         raise HTTPException(status_code=422, detail="k: an integer from 1 to 50")
-    passages = retrieve(q, state.runtime, k=k)
+    loop = asyncio.get_running_loop()
+    passages = await loop.run_in_executor(state.runtime.worker,
+                                          functools.partial(retrieve, q, state.runtime, k=k))
     return {"query": q, "passages": [source_json(i + 1, p) for i, p in enumerate(passages)]}
 
 

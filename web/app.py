@@ -51,10 +51,12 @@ def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 @get("/health", guards=[require_key], sync_to_thread=True)
 def health(state: State) -> dict:
     runtime = state.runtime
-    generator = runtime._generator
+    engine = runtime._engine
     return {"status": "ok",
             "models": {"embedder": runtime.embedder.name,
-                       "generator": generator.name if generator is not None else None},
+                       "generator": engine.name if engine is not None else None},
+            "engine": engine.stats() if engine is not None else None,
+            "questions": state.get("asks", 0),
             "store": {"documents": len(runtime.store.documents.list()),
                       "chunks": runtime.store.chunks.count()},
             "jobs": {"pending": state.jobs.pending()}}
@@ -104,11 +106,13 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
     rebinding when a key-less server listens on loopback."""
     def startup(app: Litestar) -> None:
         state = app.state
-        if state.get("runtime") is None:
+        state.own_runtime = state.get("runtime") is None
+        if state.own_runtime:
             from rag import open_runtime
 
             state.runtime = open_runtime(config)
-        state.runtime.generator()  # loaded once, shared by every question
+        state.runtime.engine()  # the model loads once; its engine answers every question
+        state.asks = 0  # questions in flight (web/api.py: _Admission)
         state.jobs = JobQueue(state.runtime, Path(config.db) / "uploads")
         state.jobs.start()
 
@@ -116,6 +120,8 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         jobs = app.state.get("jobs")
         if jobs is not None:
             jobs.stop()
+        if app.state.get("own_runtime"):
+            app.state.runtime.close()
 
     limit = config.max_upload_mb * 1024 * 1024
     return Litestar(

@@ -6,7 +6,7 @@ never wait for it: they run on their own threads, and the store makes a
 document visible only once all its chunks are written.
 
 A job's life: queued -> running (progress: stage, done, total) -> done | failed (reason).
-Files whose content is not PDF, HTML or text fail at once (ingest/sniff.py decides).
+Files whose content is not PDF, HTML or text fail at once (ingest/filetypes.py decides).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.sniff import SNIFF_BYTES
+from ingest.filetypes import SNIFF_BYTES
 from web.uploads import RejectedUpload, check_upload, safe_filename
 
 log = logging.getLogger("web.jobs")

@@ -2,7 +2,7 @@
 
 The client's filename is only ever a label: it is reduced to a sanitized
 basename for display and never used as a path. The type of an upload is
-decided by ingestion's sniffer (ingest/sniff.py), the same one that `rag
+decided by ingestion's sniffer (ingest/filetypes.py), the same one that `rag
 ingest` uses, so a file is the same kind on either path; the stored copy is
 named `<job id><ext>` with the extension of that kind, so the loader sees the
 type we checked, not the one claimed.
@@ -15,7 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from ingest.errors import LoadError, UnsupportedFile
-from ingest.sniff import KIND_EXTS, sniff
+from ingest.filetypes import KIND_EXTS, sniff
 
 MAX_NAME = 120
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*\\/]')

@@ -80,7 +80,7 @@ def throughput(runtime, question: str, max_tokens: int, repeats: int) -> dict:
     """Generation tok/s of answer() and of stream_generate on answer()'s own prompt."""
     from mlx_lm import stream_generate
 
-    from rag.answer import answer
+    from rag.answering import answer
     from rag.prompt import build_prompt
     from rag.retrieve import search
 
@@ -125,7 +125,7 @@ def prefix_speedup(runtime, question: str, repeats: int) -> dict:
 
 def overhead(runtime, repeats: int) -> dict:
     """Question -> first prefill step: timings of stream_answer before the model runs."""
-    from rag.answer import DoneEvent, stream_answer
+    from rag.answering import DoneEvent, stream_answer
 
     rows: dict[str, list[float]] = {"retrieve_s": [], "prompt_s": [], "to_generate_s": [],
                                     "to_prefill_s": []}
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def stream_answer_warmup(runtime) -> None:
-    from rag.answer import answer
+    from rag.answering import answer
 
     answer(QUESTIONS[0], runtime, max_tokens=2)  # loads the model, fills the prefix cache
 
