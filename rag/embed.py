@@ -11,13 +11,16 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rag.config import Config
 from rag.models import load_resolved
+from rag.owner import BULK, Owner
+
+BULK_SLICE = 128  # texts per slice of bulk work (about a second of a 2-core CPU)
 
 # E5-family models were trained with these prefixes; others take text as is. Matched
 # against the model's own name only ("multilingual-e5-base-mlx"), as a word: other parts
@@ -39,6 +42,9 @@ class Embedder:
     passage_prefix: str = ""
     tokens_embedded: int = 0  # running count, for benchmarks
     fast_path: bool = True  # rag/fast_encoder.py where it applies; False: the model's own forward
+    # Every embedding runs on this one thread (rag/owner.py); the runtime points its
+    # `yield_to` at the generation engine, so ingestion yields to answering.
+    owner: Owner = field(default_factory=lambda: Owner("rag-embed"))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -48,6 +54,16 @@ class Embedder:
         return [len(e.ids) for e in encs]
 
     def embed_batch(self, texts: Sequence[str], *, query: bool = False) -> np.ndarray:
+        """L2-normalised vectors of `texts` (queries get the query prefix), on the owner's
+        thread. Long lists are bulk work, cut into slices a question can overtake."""
+        texts = list(texts)
+        if len(texts) <= BULK_SLICE or query:
+            return self.owner.run(self._embed, texts, query)
+        parts = [self.owner.run(self._embed, texts[i:i + BULK_SLICE], False, priority=BULK)
+                 for i in range(0, len(texts), BULK_SLICE)]
+        return np.concatenate(parts)
+
+    def _embed(self, texts: list[str], query: bool) -> np.ndarray:
         import mlx.core as mx
 
         from rag import fast_encoder

@@ -220,7 +220,14 @@ def encode_many(jobs: Sequence[tuple], run: Callable[[tuple], np.ndarray]) -> li
 
 @functools.cache
 def _blas_controller():
-    # Both BLAS libraries in the process: the OpenBLAS behind MLX and NumPy's own.
+    """NumPy's own BLAS, which the workers call; never the OpenBLAS that MLX uses
+    (rag/blas.py), so an answer generated meanwhile keeps its BLAS threads."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    from rag import blas
+
+    mlx_blas = os.path.realpath(blas.loaded) if blas.loaded else None
+    controller = ThreadpoolController()
+    paths = [lib.filepath for lib in controller.lib_controllers
+             if lib.user_api == "blas" and os.path.realpath(lib.filepath) != mlx_blas]
+    return controller.select(filepath=paths)

@@ -34,6 +34,7 @@ class Runtime:
         with self._lock:
             if self._engine is None:
                 self._engine = open_engine(self.config)
+                self.embedder.owner.yield_to = self._engine.busy  # ingestion yields
             return self._engine
 
     def generator(self):
