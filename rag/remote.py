@@ -18,6 +18,9 @@ each end the stream with one `GenEvent(finish="error")` whose `error` is one
 line naming the URL and the reason; the request's time limit ends it with
 finish="timeout".
 
+The wire protocol (the request, reading the answer, errors in words) is
+rag/openai_chat.py; this module schedules requests and reports their end.
+
 The prompt budget (rag/prompt.py) is counted with `engine.tokenizer`: the
 tokenizer named by `config.generator_tokenizer` when set, else `CharTokenizer`,
 a conservative count from characters (see its docstring).
@@ -26,47 +29,26 @@ a conservative count from characters (see its docstring).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from rag.config import DEFAULT_GENERATOR, Config
-from rag.prompt import SYSTEM_PROMPT
+from rag.openai_chat import (
+    DEFAULT_MODEL,
+    ChatAnswer,
+    ChatClient,
+    RequestFailed,
+    chat_messages,
+    error_message,
+    root_cause,
+)
 from rag.streams import Busy, EngineError, GenEvent, GenRequest, GenStream
 from rag.tokencount import CharTokenizer, load_tokenizer
 
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection
 READ_TIMEOUT = 120.0  # seconds of silence between two chunks of a stream
-DEFAULT_MODEL = "default_model"  # mlx_lm.server's name for the model it was started with
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of an error answer read for its message
-JSON_BODY_LIMIT = 16 * 1024 * 1024  # an endpoint that ignores stream: true answers in one JSON
-
-
-def chat_messages(user: str, system: str = SYSTEM_PROMPT) -> tuple[dict, ...]:
-    """GenRequest.messages for a prompt: the system message, then `prompt.user`."""
-    return ({"role": "system", "content": system}, {"role": "user", "content": user})
-
-
-def one_line(value: Any, limit: int = 300) -> str:
-    text = " ".join(str(value).split()) or type(value).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---------------------------------------------------------------------------
-# The engine
-
-
-class _Failed(Exception):
-    """A request failed: `str()` is the reason, `url` what was asked (default: the chat URL)."""
-
-    def __init__(self, reason: str, url: str = ""):
-        super().__init__(reason)
-        self.url = url
 
 
 @dataclass(eq=False)
@@ -80,11 +62,10 @@ class _Job:
     state: str = "waiting"  # then "running", then "done"
     ended: bool = False
     cancelling: bool = False
-    text_chunks: int = 0
-    usage: dict = field(default_factory=dict)
-    finish: str | None = None  # the endpoint's finish_reason
-    sent_at: float = 0.0
-    first_at: float = 0.0
+    answer: ChatAnswer = field(init=False)  # what the endpoint has said so far
+
+    def __post_init__(self) -> None:
+        self.answer = ChatAnswer(on_text=lambda text: self.stream.put(GenEvent(text=text)))
 
 
 class RemoteEngine:
@@ -109,15 +90,8 @@ class RemoteEngine:
         self.time_limit_s = time_limit_s
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        headers = {"Accept": "text/event-stream, application/json"}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(
-            headers=headers, follow_redirects=True,
-            timeout=httpx.Timeout(connect=connect_timeout, read=read_timeout,
-                                  write=connect_timeout, pool=connect_timeout),
-            limits=httpx.Limits(max_connections=max_running + 1,
-                                max_keepalive_connections=max_running))
+        self._chat = ChatClient(self.url, api_key=api_key, connections=max_running,
+                                connect_timeout=connect_timeout, read_timeout=read_timeout)
         self._lock = threading.Lock()
         self._jobs: set[_Job] = set()
         self._running = 0
@@ -229,7 +203,7 @@ class RemoteEngine:
             self._cancel(job, "cancelled")
         await asyncio.gather(*(job.task for job in jobs if job.task is not None),
                              return_exceptions=True)
-        await self._client.aclose()
+        await self._chat.aclose()
 
     async def _run(self, job: _Job) -> None:
         try:
@@ -240,15 +214,15 @@ class RemoteEngine:
                     self._running += 1
                     job.state = "running"
                 await self._generate(job)
-            final = self._final(job, "length" if job.finish == "length" else "stop")
+            final = self._final(job, "length" if job.answer.finish == "length" else "stop")
         except asyncio.CancelledError:
             final = self._final(job, job.reason)
-        except _Failed as exc:
+        except RequestFailed as exc:
             final = GenEvent(finish="error",
                              error=f"generator {exc.url or self.chat_url}: {exc}")
         except Exception as exc:  # noqa: BLE001 - never leave a stream without its end
             final = GenEvent(finish="error",
-                             error=f"generator {self.chat_url}: {self._reason(exc)}")
+                             error=f"generator {self.chat_url}: {self._chat.reason(exc)}")
         self._end(job, final, final.finish or "error")
 
     def _end(self, job: _Job, final: GenEvent, finish: str) -> None:
@@ -271,19 +245,20 @@ class RemoteEngine:
         job.stream.put(final)
 
     def _final(self, job: _Job, finish: str) -> GenEvent:
-        usage = job.usage
+        answer = job.answer
+        usage = answer.usage
         prompt = usage.get("prompt_tokens")
         if not isinstance(prompt, int):
             prompt = len(job.request.tokens)  # our own count of the prompt
         generated = usage.get("completion_tokens")
         if not isinstance(generated, int):
-            generated = job.text_chunks
+            generated = answer.text_chunks
         details = usage.get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens") if isinstance(details, dict) else 0
         prompt_tps = generation_tps = 0.0
-        if job.first_at and job.sent_at:
-            prompt_tps = prompt / max(job.first_at - job.sent_at, 1e-6)
-            spent = time.monotonic() - job.first_at
+        if answer.first_at and answer.sent_at:
+            prompt_tps = prompt / max(answer.first_at - answer.sent_at, 1e-6)
+            spent = time.monotonic() - answer.first_at
             if generated > 1 and spent > 0:
                 generation_tps = (generated - 1) / spent
         return GenEvent(finish=finish, prompt_tokens=prompt,
@@ -291,24 +266,7 @@ class RemoteEngine:
                         generation_tokens=generated, prompt_tps=prompt_tps,
                         generation_tps=generation_tps)
 
-    # -- HTTP -----------------------------------------------------------------
-
-    def _reason(self, exc: BaseException) -> str:
-        if isinstance(exc, httpx.ConnectTimeout):
-            return f"no connection within {self.connect_timeout:g} s"
-        if isinstance(exc, httpx.ReadTimeout):
-            return f"no data for {self.read_timeout:g} s"
-        if isinstance(exc, httpx.PoolTimeout):
-            return f"no free connection within {self.connect_timeout:g} s"
-        if isinstance(exc, httpx.TimeoutException):
-            return f"timed out ({one_line(exc)})"
-        if isinstance(exc, httpx.ConnectError):
-            return f"cannot connect ({root_cause(exc)})"
-        if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
-            return f"connection lost mid-answer ({one_line(exc)})"
-        if isinstance(exc, httpx.HTTPError):
-            return f"{type(exc).__name__} ({one_line(exc)})"
-        return f"{type(exc).__name__}: {one_line(exc)}"
+    # -- the endpoint ---------------------------------------------------------
 
     async def _model_name(self) -> str:
         if self.model:
@@ -317,17 +275,7 @@ class RemoteEngine:
         async with self._model_lock:
             if self.model:
                 return self.model
-            try:
-                response = await self._client.get(self.url + "/models")
-            except httpx.HTTPError as exc:
-                raise _Failed(self._reason(exc), self.url + "/models") from exc
-            models = []
-            if response.is_success:
-                try:
-                    data = response.json().get("data")
-                    models = [m["id"] for m in data if isinstance(m.get("id"), str)]
-                except (ValueError, AttributeError, TypeError, KeyError):
-                    models = []
+            models = await self._chat.models()
             if not models:
                 # No list (or an empty one): mlx_lm.server's name for its own model; any
                 # other endpoint will say what it wants in the chat answer's error.
@@ -337,147 +285,8 @@ class RemoteEngine:
             return self.model
 
     async def _generate(self, job: _Job) -> None:
-        request = job.request
         model = self._sent_model = await self._model_name()
-        body = {"model": model, "messages": list(request.messages),
-                "max_tokens": request.max_tokens, "temperature": request.temperature,
-                "stream": True, "stream_options": {"include_usage": True}}
-        job.sent_at = time.monotonic()
-        async with self._client.stream("POST", self.chat_url, json=body) as response:
-            if not response.is_success:
-                raise _Failed(await self._http_error(response))
-            kind = response.headers.get("content-type", "text/event-stream").lower()
-            if "event-stream" in kind:
-                await self._read_events(job, response)
-            elif "json" in kind:
-                await self._read_json(job, response)
-            else:
-                raise _Failed(f"unexpected answer of type {kind!r} (not an event stream)")
-
-    async def _http_error(self, response: httpx.Response) -> str:
-        data = b""
-        try:
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) >= ERROR_BODY_LIMIT:
-                    break
-        except httpx.HTTPError:
-            pass
-        message = error_message(data)
-        status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
-        return f"{status} ({message})" if message else status
-
-    async def _read_events(self, job: _Job, response: httpx.Response) -> None:
-        data: list[str] = []
-        try:
-            async for line in response.aiter_lines():
-                if line == "":
-                    if data and self._event(job, "\n".join(data)):
-                        return
-                    data = []
-                elif line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
-                # other fields ("event:", "id:") and comments (": keepalive") are skipped
-        except httpx.ReadTimeout:
-            if job.finish is None:
-                raise
-            return  # the answer was complete; only the usage or [DONE] did not come
-        if data and self._event(job, "\n".join(data)):
-            return
-        if job.finish is None:
-            raise _Failed("the stream ended before the answer did (the endpoint closed it)")
-
-    def _event(self, job: _Job, payload: str) -> bool:
-        """Handle one event; True at the end of the stream."""
-        if payload.strip() == "[DONE]":
-            if job.finish is None:
-                job.finish = "stop"
-            return True
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            raise _Failed(f"malformed stream (not JSON: {one_line(payload, 80)!r})") from None
-        if not isinstance(chunk, dict):
-            raise _Failed(f"malformed stream (not an object: {one_line(payload, 80)!r})")
-        if chunk.get("error"):
-            raise _Failed(f"error in stream ({error_message(chunk) or 'no message'})")
-        if isinstance(chunk.get("usage"), dict):
-            job.usage = chunk["usage"]
-        choices = chunk.get("choices") or []
-        if not isinstance(choices, list):
-            raise _Failed(f"malformed stream (choices: {one_line(choices, 80)!r})")
-        for choice in choices[:1]:
-            if not isinstance(choice, dict):
-                raise _Failed(f"malformed stream (choice: {one_line(choice, 80)!r})")
-            delta = choice.get("delta") or choice.get("message") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
-            if text is None and isinstance(choice.get("text"), str):
-                text = choice["text"]  # a completions-style chunk
-            if text is not None and not isinstance(text, str):
-                raise _Failed(f"malformed stream (content: {one_line(text, 80)!r})")
-            if text:
-                self._text(job, text)
-            if choice.get("finish_reason"):
-                job.finish = str(choice["finish_reason"])
-        return False
-
-    def _text(self, job: _Job, text: str) -> None:
-        if not job.first_at:
-            job.first_at = time.monotonic()
-        job.text_chunks += 1
-        job.stream.put(GenEvent(text=text))
-
-    async def _read_json(self, job: _Job, response: httpx.Response) -> None:
-        """An endpoint that ignored stream: true: the whole answer in one JSON object."""
-        data = b""
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > JSON_BODY_LIMIT:
-                raise _Failed(f"answer larger than {JSON_BODY_LIMIT} bytes")
-        try:
-            answer = json.loads(data)
-            choice = answer["choices"][0]
-            text = (choice.get("message") or {}).get("content") or choice.get("text") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise _Failed(f"malformed answer ({one_line(data[:80], 80)!r})") from None
-        if isinstance(answer.get("usage"), dict):
-            job.usage = answer["usage"]
-        if text:
-            self._text(job, str(text))
-        job.finish = str(choice.get("finish_reason") or "stop")
-
-
-def root_cause(exc: BaseException) -> str:
-    """The innermost OS error behind `exc` in words ("Connection refused" rather than
-    httpx's "All connection attempts failed"), else `exc` on one line."""
-    found = ""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            errno = current.errno or 0
-            found = os.strerror(errno) if errno > 0 else current.strerror
-        current = current.__cause__ or current.__context__
-    return found or one_line(exc)
-
-
-def error_message(body: bytes | str | dict) -> str:
-    """The message in an endpoint's error answer (OpenAI, mlx_lm.server, FastAPI shapes)."""
-    data: Any = body
-    if isinstance(body, (bytes, str)):
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return one_line(text, 200) if text.strip() else ""
-    for key in ("error", "detail", "message"):
-        if isinstance(data, dict) and key in data:
-            value = data[key]
-            if isinstance(value, dict):
-                value = value.get("message") or value.get("detail") or value
-            return one_line(value if isinstance(value, str) else json.dumps(value), 200)
-    return one_line(json.dumps(data), 200)
+        await self._chat.chat(model, job.request, job.answer)
 
 
 def open_remote(config: Config, **overrides: Any) -> RemoteEngine:
