@@ -531,3 +531,23 @@ def test_open_remote_loads_a_configured_tokenizer(pack_paths, tmp_path):
                           file=tmp_path / "none.toml")
     with pytest.raises(ModelError, match="no-such-org/no-such-tokenizer"):
         open_remote(missing)
+
+
+@pytest.mark.slow
+def test_a_question_answered_by_a_remote_mlx_lm_server_carries_checked_citations(
+        server, runtime):
+    from conftest import CORPORA
+
+    import rag
+    from ingest import ingest_paths
+    from rag.remote import RemoteEngine
+
+    runtime.config = rag.replace(runtime.config, generator_url=server.url)
+    assert ingest_paths([CORPORA], runtime).ok
+    result = rag.answer("When was the Aurora observatory completed?", runtime, max_tokens=60)
+    assert isinstance(runtime.engine(), RemoteEngine)
+    assert not result.refused and "1987" in result.text
+    assert result.citations and all(c.doc_id in {s.doc_id for s in result.sources}
+                                    for c in result.citations)
+    assert any(c.supported and "Aurora" in c.title for c in result.citations)
+    runtime.close()

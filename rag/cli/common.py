@@ -16,12 +16,14 @@ def config_options(func: Callable) -> Callable:
 
     @click.option("--db", type=click.Path(file_okay=False), help="Store folder.")
     @click.option("--generator", help="Generator: mlx-lm hub id or local folder.")
+    @click.option("--generator-url", metavar="URL",
+                  help="Answer with a remote OpenAI-compatible endpoint (base URL, .../v1).")
     @click.option("--embedder", help="Embedder: mlx-embeddings hub id or local folder.")
     @click.option("--offline", is_flag=True, help="Use the offline model pack, never the hub.")
     @functools.wraps(func)
-    def wrapper(*args: Any, db, generator, embedder, offline, **kwargs: Any):
-        flags = {"db": db, "generator": generator, "embedder": embedder,
-                 "models": "pack" if offline else None}
+    def wrapper(*args: Any, db, generator, generator_url, embedder, offline, **kwargs: Any):
+        flags = {"db": db, "generator": generator, "generator_url": generator_url,
+                 "embedder": embedder, "models": "pack" if offline else None}
         kwargs["config"] = build_config(flags)
         return func(*args, **kwargs)
 
