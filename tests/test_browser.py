@@ -33,13 +33,13 @@ def offline_env(config) -> dict:
                 RAG_EMBEDDER=config.embedder, RAG_GENERATOR=config.generator)
 
 
-@pytest.fixture
-def server(pack_config, tmp_path):
+def run_server(pack_config, tmp_path, **env):
+    """`rag serve` on a free loopback port (offline pack); yields its URL."""
     port = free_port()
     log = open(tmp_path / "server.log", "w+")
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--port", str(port),
                              "--offline", "--db", str(tmp_path / "db")],
-                            cwd=ROOT, env=offline_env(pack_config), stdout=log,
+                            cwd=ROOT, env=dict(offline_env(pack_config), **env), stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
@@ -66,6 +66,20 @@ def server(pack_config, tmp_path):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def server(pack_config, tmp_path):
+    yield from run_server(pack_config, tmp_path)
+
+
+@pytest.fixture
+def one_at_a_time(pack_config, tmp_path):
+    """A server that takes one question at a time, over the demo corpus."""
+    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
+                    "--db", str(tmp_path / "db")], cwd=ROOT, env=offline_env(pack_config),
+                   check=True, capture_output=True)
+    yield from run_server(pack_config, tmp_path, RAG_MAX_RUNNING="1", RAG_MAX_WAITING="0")
 
 
 def test_upload_ask_and_open_a_citation(server, tmp_path):
@@ -107,5 +121,44 @@ def test_upload_ask_and_open_a_citation(server, tmp_path):
             page.keyboard.press("Escape")
             expect(panel).to_be_hidden()
             assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_a_busy_server_says_so_on_the_page(one_at_a_time):
+    import threading
+
+    from playwright.sync_api import expect, sync_playwright
+
+    def long_question() -> None:  # holds the one place until it has streamed its answer
+        body = json.dumps({"question": "Tell me everything about the Aurora observatory.",
+                           "stream": True}).encode()
+        request = urllib.request.Request(one_at_a_time + "/api/ask", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                response.read()
+        except Exception:  # noqa: BLE001 - the server stops mid-answer when the test ends
+            pass
+
+    holder = threading.Thread(target=long_question, daemon=True)
+    holder.start()
+    deadline = time.monotonic() + 120
+    while True:  # wait until the server counts it
+        with urllib.request.urlopen(one_at_a_time + "/health", timeout=5) as r:
+            if json.load(r)["questions"] == 1:
+                break
+        assert time.monotonic() < deadline, "the first question never started"
+        time.sleep(0.1)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(one_at_a_time + "/")
+            page.fill("#question", "When was the Aurora observatory completed?")
+            page.press("#question", "Enter")
+            answer = page.locator("#answer")
+            expect(answer).to_contain_text("busy", timeout=60_000)
+            expect(answer).to_contain_text("retry in")
         finally:
             browser.close()

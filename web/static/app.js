@@ -173,6 +173,8 @@
       if (!response.ok) {
         let message = response.status + "";
         try { message = (await response.json()).error || message; } catch (_) { /* ignore */ }
+        const retry = response.headers.get("Retry-After");
+        if (response.status === 503 && retry) message += " (retry in " + retry + " s)";
         throw new Error(message);
       }
       await readEvents(response.body.getReader(), onEvent);
@@ -265,7 +267,8 @@
     $("answer-meta").textContent = a.refused ? "Not found in your documents." :
       (a.citations.length + " citation" + (a.citations.length === 1 ? "" : "s") +
        (t.total_s != null ? " · " + t.total_s.toFixed(1) + " s" : "") +
-       (a.generation_tps ? " · " + a.generation_tps.toFixed(0) + " tok/s" : ""));
+       (a.generation_tps ? " · " + a.generation_tps.toFixed(0) + " tok/s" : "") +
+       (a.notice ? " · " + a.notice : ""));
     renderSources(a.sources);
   }
 
