@@ -9,7 +9,13 @@ The raw tokens may hold markers that point nowhere; `DoneEvent.answer.text` is
 the cleaned text a UI should show once the stream ends. When retrieval finds
 nothing relevant (rag.retrieve.is_relevant), the model is not called: the
 stream is SourcesEvent([]), one TokenEvent with NOT_FOUND, DoneEvent(refused).
-Exceptions propagate; the web layer maps them to responses.
+
+`start_answer` does the blocking part up front (retrieval, the prompt, a place
+in the generation engine's queue: it raises streams.Busy when there is none),
+so a server can refuse before it starts a response; the `AnswerRun` it returns
+yields the events to a thread (`events()`) or an event loop (`aevents()`).
+`stream_answer`, `astream_answer` and `answer` wrap it. Exceptions propagate
+(a failed generation as streams.EngineError); the web layer maps them.
 """
 
 from __future__ import annotations
