@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from rag.cli.common import config_options
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: BLAS and embeddings, the offline generator, ingestion."""
+    """Benchmarks: BLAS and embeddings, the offline generator, ingestion, serving."""
 
 
 def _pack(config):
@@ -49,3 +50,61 @@ def bench_ingest(paths, limit, config) -> None:
     from rag.cli.bench.ingest import run
 
     run(list(paths), config, limit=limit)
+
+
+@bench.command("serve")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The running rag server.")
+@click.option("--concurrency", default="1,2,4,8", show_default=True,
+              help="Comma-separated numbers of questions sent at once (one round each).")
+@click.option("--max-tokens", type=int, default=None,
+              help="The baseline's max_tokens and the prompt budget (default: the configured"
+                   " max_tokens); start the rag server with the same RAG_MAX_TOKENS.")
+@click.option("--questions", "questions_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON lines with a \"question\" field (default: questions about corpora/).")
+@click.option("--docs", type=click.Path(exists=True, path_type=Path),
+              help="Render the baseline's prompts from a temporary store with DOCS ingested"
+                   " (the documents the server holds) instead of --db.")
+@click.option("--key", default=lambda: os.environ.get("RAG_API_KEY", ""),
+              help="API key of the rag server (default: $RAG_API_KEY).")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run mlx_lm.server with the same model and prompts.")
+@click.option("--timeout", type=float, default=600.0, show_default=True,
+              help="Seconds allowed for one streamed answer.")
+@config_options
+def bench_serve(url, concurrency, max_tokens, questions_file, docs, key, baseline, timeout,
+                config) -> None:
+    """Concurrent streamed questions against a running rag server, and a baseline.
+
+    For each N in --concurrency, N distinct questions are streamed at once; per N
+    it prints the aggregate decode rate, time to first token and total time
+    (p50/p95) and errors. With --baseline (the default) the same prompts, rendered
+    here from the same store (--db, or --docs), go to a plain mlx_lm.server started
+    with the same generator folder, and the rates are compared.
+
+    \b
+    aggregate decode rate = sum_i (n_i - 1) / |union_i [t_first_i, t_last_i]|
+      t_first_i, t_last_i: when stream i's first and last generated token arrived
+      n_i: tokens it generated, by the server's count (rag: done.generation_tokens;
+           mlx_lm.server: usage.completion_tokens), else its streamed text chunks
+    i.e. tokens generated after each stream's first token, per second during which
+    at least one stream was decoding. Prefill shows as time to first token.
+    """
+    from rag.cli.bench import serve
+
+    try:
+        levels = serve.parse_concurrency(concurrency)
+        questions = (serve.load_questions(questions_file) if questions_file
+                     else list(serve.DEFAULT_QUESTIONS))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    max_tokens = config.max_tokens if max_tokens is None else max_tokens
+    if not 1 <= max_tokens < config.context_tokens:
+        raise click.UsageError(f"--max-tokens: from 1 to {config.context_tokens - 1}")
+    try:
+        serve.run(config, url=url, concurrency=levels, max_tokens=max_tokens,
+                  questions=questions, docs=docs, key=key, baseline=baseline,
+                  timeout=timeout)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc

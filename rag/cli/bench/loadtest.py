@@ -1,12 +1,16 @@
 """A small load test: concurrent questions and uploads against a running server.
 
     python -m rag.cli.bench.loadtest --url http://127.0.0.1:8000 [--key KEY] \
-        [--asks 8] [--uploads 20]
+        [--asks 8] [--uploads 20] [--stream]
 
 Sends `--asks` questions and `--uploads` uploads (small generated .txt/.md
 files plus bad ones: random bytes named .pdf, an empty .txt, an .exe) all at
 once, waits for every upload job to finish, then prints the outcomes and
-whether /health still answers.
+whether /health still answers. With `--stream` the questions are asked as
+server-sent events (`"stream": true`) and each one also reports its time to
+first token and tokens generated; an ask succeeds when it answers 200 and its
+stream ends with a `done` event. Every ask's total seconds are printed, then
+the median and the max.
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ def sample_files(n: int) -> list[tuple[str, bytes, str]]:
     return out
 
 
-def ask(base: str, key: str, question: str) -> dict:
+def ask(base: str, key: str, question: str, stream: bool = False) -> dict:
+    if stream:
+        return ask_stream(base, key, question)
     start = time.perf_counter()
     status, body = request(base + "/api/ask", key, "POST",
                            json.dumps({"question": question}).encode(),
@@ -84,7 +90,19 @@ def ask(base: str, key: str, question: str) -> dict:
                    error=data.get("error"))
     except ValueError:
         out["error"] = body[:200].decode(errors="replace")
+    out["ok"] = status == 200 and not out.get("error")
     return out
+
+
+def ask_stream(base: str, key: str, question: str) -> dict:
+    from rag.cli.bench.serve import StreamResult, rag_event, stream_request
+
+    start = time.perf_counter()
+    r = stream_request(base + "/api/ask", {"question": question, "stream": True}, rag_event,
+                       StreamResult(question), key=key, timeout=600)
+    return {"question": question, "status": r.status, "seconds": time.perf_counter() - start,
+            "ttft": r.ttft, "tokens": r.tokens, "refused": r.refused,
+            "citations": r.citations, "error": r.error, "ok": r.ok}
 
 
 def upload(base: str, key: str, name: str, data: bytes, expect: str) -> dict:
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default=os.environ.get("RAG_API_KEY", ""))
     parser.add_argument("--asks", type=int, default=8)
     parser.add_argument("--uploads", type=int, default=20)
+    parser.add_argument("--stream", action="store_true",
+                        help="Ask with \"stream\": true (server-sent events).")
     args = parser.parse_args(argv)
     base = args.url.rstrip("/")
 
@@ -136,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     with ThreadPoolExecutor(max_workers=args.asks + args.uploads) as pool:
-        asks = [pool.submit(ask, base, args.key, QUESTIONS[i % len(QUESTIONS)])
+        asks = [pool.submit(ask, base, args.key, QUESTIONS[i % len(QUESTIONS)], args.stream)
                 for i in range(args.asks)]
         ups = [pool.submit(upload, base, args.key, *f) for f in files]
         ask_results = [f.result() for f in asks]
@@ -146,13 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
 
     print(f"\n{args.asks} questions and {args.uploads} uploads at once; wall {wall:.1f} s")
-    print("asks: statuses", dict(Counter(r["status"] for r in ask_results)))
+    print(f"asks{' (streamed)' if args.stream else ''}: statuses",
+          dict(Counter(r["status"] for r in ask_results)),
+          f"succeeded {sum(r['ok'] for r in ask_results)}/{len(ask_results)}")
     for r in ask_results:
-        print(f"  {r['status']} {r['seconds']:6.1f} s refused={r.get('refused')} "
-              f"citations={r.get('citations')} {r.get('error') or ''} | {r['question']}")
+        stream = (f"first token {r['ttft']:5.2f} s tokens={r['tokens']} "
+                  if r.get("ttft") is not None else "")
+        print(f"  {'ok  ' if r['ok'] else 'FAIL'} {r['status']} {r['seconds']:6.2f} s "
+              f"{stream}refused={r.get('refused')} citations={r.get('citations')} "
+              f"{r.get('error') or ''} | {r['question']}")
     secs = sorted(r["seconds"] for r in ask_results)
     if secs:
-        print(f"  latency median {statistics.median(secs):.1f} s, max {secs[-1]:.1f} s")
+        print(f"  total time median {statistics.median(secs):.2f} s, max {secs[-1]:.2f} s")
     print("uploads: statuses", dict(Counter(r["status"] for r in up_results)),
           "jobs", dict(Counter(r.get("job") for r in up_results)))
     wrong = 0
@@ -166,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
           + (f", max {max(finite) * 1000:.0f} ms" if finite else ""))
     status, body = request(base + "/health", args.key, timeout=10)
     print(f"health after: {status} {body[:300].decode(errors='replace')}")
-    failed = wrong or status != 200 or any(r["status"] != 200 for r in ask_results)
+    failed = wrong or status != 200 or not all(r["ok"] for r in ask_results)
     print("RESULT:", "ok" if not failed else "problems (see above)")
     return 1 if failed else 0
 
