@@ -172,6 +172,8 @@ class AnswerRun:
         self.pieces: list[str] = []
         self.last: GenEvent | None = None
         self.loop = _LoopGuard()
+        self.generated = 0  # tokens seen (the engine's own count comes with its last event)
+        self.token_times: list[float] = []  # first and latest token arrival
 
     def events(self) -> Iterator[Event]:
         if self.stream is None:
@@ -216,6 +218,10 @@ class AnswerRun:
             raise EngineError(event.error or "generation failed")
         if not event.text:
             return None
+        self.generated += len(event.tokens) or 1
+        self.token_times[1:] = [time.perf_counter()]
+        if len(self.token_times) == 1:
+            self.token_times.insert(0, self.token_times[0])
         self.pieces.append(event.text)
         self.loop.stuck(event.text)
         return TokenEvent(event.text)
@@ -234,15 +240,21 @@ class AnswerRun:
         for citation in citations:
             yield CitationEvent(citation)
         clock.timings["total_s"] = clock.total()
-        finish = "loop" if self.loop.looping else (last.finish or "stop") if last else "stop"
+        final = last if last is not None and last.finish else None  # None: we stopped first
+        finish = "loop" if self.loop.looping else final.finish if final else "stop"
+        generated = final.generation_tokens if final else self.generated
+        span = self.token_times[-1] - self.token_times[0] if self.token_times else 0.0
         yield DoneEvent(Answer(
             question=self.question, text=text, citations=citations, sources=prompt.sources,
             refused=refused, prompt_tokens=len(prompt.tokens),
-            cached_tokens=last.cached_tokens if last else 0,
-            generation_tokens=last.generation_tokens if last else 0,
-            prompt_tps=last.prompt_tps if last else 0.0,
-            generation_tps=last.generation_tps if last else 0.0, timings=clock.timings,
-            raw_text=raw, finish=finish, notice=last.error if last else ""))
+            cached_tokens=final.cached_tokens if final else prompt.prefix_len,
+            generation_tokens=generated,
+            prompt_tps=final.prompt_tps if final else 0.0,
+            generation_tps=final.generation_tps if final else
+            (generated - 1) / span if span > 0 else 0.0,
+            timings=clock.timings, raw_text=raw, finish=finish,
+            notice=final.error if final else "stopped: the model repeated a line"
+            if self.loop.looping else ""))
 
     def _not_found(self) -> Iterator[Event]:
         yield SourcesEvent([])

@@ -16,6 +16,7 @@ past that `submit` raises Busy at once (the web app answers 503).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -85,6 +86,8 @@ class LocalEngine:
         self.tokenizer = self.generator.tokenizer
         self._thread = threading.Thread(target=self._run, name="rag-engine", daemon=True)
         self._thread.start()
+        # Stop the thread before the interpreter tears MLX down under it.
+        atexit.register(self.close)
 
     # -- callers' side (any thread) ------------------------------------------
     def submit(self, request: GenRequest) -> GenStream:

@@ -7,16 +7,14 @@ import math
 
 import pytest
 
-from rag.cli.bench.serve import (
+from rag.cli.bench.serve import load_questions, parse_concurrency, plan_rounds
+from rag.cli.bench.serve_measure import (
     SSEParser,
     StreamResult,
     decode_rate,
-    load_questions,
     openai_event,
-    parse_concurrency,
     parse_sse,
     percentile,
-    plan_rounds,
     rag_event,
     summarize,
     union_length,
@@ -200,7 +198,7 @@ def test_run_round_reads_streams_from_a_server():
     import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from rag.cli.bench.serve import baseline_job, rag_job, run_round
+    from rag.cli.bench.serve_clients import baseline_job, rag_job, run_round
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet

@@ -162,3 +162,29 @@ def test_a_busy_server_says_so_on_the_page(one_at_a_time):
             expect(answer).to_contain_text("retry in")
         finally:
             browser.close()
+
+
+def test_a_client_that_leaves_mid_answer_frees_its_place(one_at_a_time):
+    """Closing the connection cancels the generation: the engine's own count of running
+    sequences drops to 0 and the one place is free for the next question."""
+    body = json.dumps({"question": "Tell me everything about the Aurora observatory.",
+                       "stream": True}).encode()
+    request = urllib.request.Request(one_at_a_time + "/api/ask", data=body,
+                                     headers={"Content-Type": "application/json"})
+    response = urllib.request.urlopen(request, timeout=300)
+    while not response.readline().startswith(b"event: token"):
+        pass
+    response.close()  # the browser tab is closed
+    deadline = time.monotonic() + 120  # a hang guard, not a speed bound
+    while True:
+        with urllib.request.urlopen(one_at_a_time + "/health", timeout=5) as r:
+            health = json.load(r)
+        if health["questions"] == 0 and health["engine"]["running"] == 0:
+            break
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    body = json.dumps({"question": "When was the Aurora observatory completed?"}).encode()
+    request = urllib.request.Request(one_at_a_time + "/api/ask", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=300) as r:
+        assert "1987" in json.load(r)["answer"]

@@ -108,3 +108,28 @@ def bench_serve(url, concurrency, max_tokens, questions_file, docs, key, baselin
                   timeout=timeout)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@bench.command("prefill")
+@click.option("--steps", default="128,256,512,1024,2048", show_default=True,
+              help="Comma-separated prefill step sizes (tokens) to compare.")
+@click.option("--prompt-tokens", type=int, default=2048, show_default=True,
+              help="Length of the prompt that arrives while an answer decodes.")
+@config_options
+def bench_prefill(steps, prompt_tokens, config) -> None:
+    """How long a new question's prefill stalls the answers being decoded, per step size."""
+    from rag.cli.bench.prefill import run
+
+    run(config, steps=[int(s) for s in steps.split(",")], prompt_tokens=prompt_tokens)
+
+
+@bench.command("contention")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-tokens", type=int, default=128, show_default=True)
+@config_options
+def bench_contention(folder, max_tokens, config) -> None:
+    """Decode rate of one answer: idle, while this process ingests FOLDER, and while a
+    separate `rag ingest` does."""
+    from rag.cli.bench.contention import run
+
+    run(folder, config, max_tokens=max_tokens)

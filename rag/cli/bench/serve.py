@@ -46,26 +46,28 @@ skipped for both servers, and the command says so.
 The rag API takes no max_tokens: start the rag server with RAG_MAX_TOKENS equal
 to --max-tokens for a like-for-like comparison (the command warns when a rag
 answer ran longer).
+
+The measurement (the formula, percentiles, SSE parsing, each stream's record) is in
+`serve_measure`; the HTTP clients and the baseline server's process in
+`serve_clients`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import math
-import os
 import shlex
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
-import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from rag.cli.bench.serve_clients import baseline_job, get_json, mlx_server, rag_job, run_round
+from rag.cli.bench.serve_clients import stream_request as stream_request  # for bench loadtest
+from rag.cli.bench.serve_measure import RoundSummary, summarize
+from rag.cli.bench.serve_measure import StreamResult as StreamResult  # for bench loadtest
+from rag.cli.bench.serve_measure import rag_event as rag_event  # for bench loadtest
 
 # Questions about the demo documents in corpora/ (each one answerable from them).
 DEFAULT_QUESTIONS = [
@@ -94,300 +96,6 @@ DEFAULT_QUESTIONS = [
 RATE_FORMULA = ("aggregate decode rate = sum_i (n_i - 1) / |union_i [t_first_i, t_last_i]|:"
                 " tokens generated after each stream's first token, per second during which"
                 " at least one stream was decoding")
-
-
-# -- the formula and the statistics (pure) ------------------------------------
-def union_length(intervals: Iterable[tuple[float, float]]) -> float:
-    """Total length of the union of closed intervals (start, end); empty ones count 0."""
-    total = 0.0
-    current: list[float] | None = None
-    for start, end in sorted((a, b) for a, b in intervals if b > a):
-        if current is None or start > current[1]:
-            if current is not None:
-                total += current[1] - current[0]
-            current = [start, end]
-        else:
-            current[1] = max(current[1], end)
-    if current is not None:
-        total += current[1] - current[0]
-    return total
-
-
-def decode_rate(streams: Iterable[tuple[float, float, int]]) -> tuple[float, int, float]:
-    """(rate, tokens, seconds) for streams given as (t_first, t_last, n): see the module doc.
-
-    A stream with n < 1 or without both times adds nothing. The rate is NaN when no
-    stream decoded for any length of time.
-    """
-    tokens = 0
-    intervals = []
-    for t_first, t_last, n in streams:
-        if t_first is None or t_last is None or n < 1:
-            continue
-        tokens += n - 1
-        intervals.append((t_first, t_last))
-    seconds = union_length(intervals)
-    return (tokens / seconds if seconds > 0 else math.nan), tokens, seconds
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100), linear between the closest ranks (numpy's default)."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    rank = (len(data) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(data) - 1)
-    return data[low] + (data[high] - data[low]) * (rank - low)
-
-
-# -- server-sent events (pure) -------------------------------------------------
-class SSEParser:
-    """Incremental parser of a text/event-stream, fed one line at a time.
-
-    `feed(line)` returns (event, data) when a blank line ends a message with data,
-    else None. Comments (":" lines, e.g. mlx_lm.server's keepalives), `id:` and
-    `retry:` are ignored; several `data:` lines are joined with newlines; the
-    event name defaults to "message".
-    """
-
-    def __init__(self) -> None:
-        self.event = ""
-        self.data: list[str] = []
-
-    def feed(self, line: str) -> tuple[str, str] | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
-        name, colon, value = line.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "event":
-            self.event = value
-        elif name == "data":
-            self.data.append(value)
-        return None
-
-    def close(self) -> tuple[str, str] | None:
-        """The last message, when the stream ended without its blank line."""
-        return self._dispatch()
-
-    def _dispatch(self) -> tuple[str, str] | None:
-        event, data = self.event or "message", self.data
-        self.event, self.data = "", []
-        return (event, "\n".join(data)) if data else None
-
-
-def parse_sse(text: str) -> list[tuple[str, str]]:
-    """Every (event, data) message in a whole event-stream body."""
-    parser = SSEParser()
-    out = [m for line in text.splitlines() if (m := parser.feed(line))]
-    last = parser.close()
-    return out + [last] if last else out
-
-
-# -- one stream's record ---------------------------------------------------------
-@dataclass
-class StreamResult:
-    question: str
-    status: int = 0
-    start: float = 0.0  # request sent (perf_counter seconds)
-    first: float | None = None  # first generated token arrived
-    last: float | None = None  # last generated token arrived
-    end: float | None = None  # response complete
-    chunks: int = 0  # streamed chunks that carried text
-    server_tokens: int | None = None  # tokens generated, by the server's own count
-    prompt_tokens: int | None = None
-    cached_tokens: int | None = None
-    sources: int | None = None
-    citations: int = 0
-    refused: bool | None = None
-    done: bool = False  # the closing message arrived (rag: `done`; OpenAI: [DONE])
-    error: str = ""
-
-    @property
-    def tokens(self) -> int:
-        """n_i: the server's count of generated tokens, else the text chunks streamed."""
-        return self.server_tokens if self.server_tokens is not None else self.chunks
-
-    @property
-    def no_model(self) -> bool:
-        """The rag server refused without calling the model (no sources, nothing generated)."""
-        return self.sources == 0 and not self.server_tokens
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200 and self.done and not self.error
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first is None else self.first - self.start
-
-    @property
-    def total(self) -> float | None:
-        return None if self.end is None else self.end - self.start
-
-    def token_arrived(self, now: float) -> None:
-        self.chunks += 1
-        if self.first is None:
-            self.first = now
-        self.last = now
-
-
-def _json(data: str) -> dict:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def rag_event(result: StreamResult, event: str, data: str, now: float) -> None:
-    """Apply one event of the rag API's stream (sources, token, citation, done, error)."""
-    payload = _json(data)
-    if event == "sources":
-        result.sources = len(payload.get("sources") or [])
-    elif event == "token":
-        if payload.get("text"):
-            result.token_arrived(now)
-    elif event == "citation":
-        result.citations += 1
-    elif event == "done":
-        result.done = True
-        result.server_tokens = int(payload.get("generation_tokens") or 0)
-        result.prompt_tokens = payload.get("prompt_tokens")
-        result.cached_tokens = payload.get("cached_tokens")
-        result.refused = payload.get("refused")
-    elif event == "error":
-        result.error = str(payload.get("error") or data)[:300]
-
-
-def openai_event(result: StreamResult, event: str, data: str, now: float) -> None:
-    """Apply one message of an OpenAI-style stream (/v1/completions or chat)."""
-    if data.strip() == "[DONE]":
-        result.done = True
-        return
-    payload = _json(data)
-    if "error" in payload:
-        error = payload["error"]
-        result.error = str(error.get("message", error) if isinstance(error, dict)
-                           else error)[:300]
-        return
-    for choice in payload.get("choices") or []:
-        text = choice.get("text") or (choice.get("delta") or {}).get("content") or ""
-        if text:
-            result.token_arrived(now)
-    usage = payload.get("usage")
-    if isinstance(usage, dict):
-        if usage.get("completion_tokens") is not None:
-            result.server_tokens = int(usage["completion_tokens"])
-        result.prompt_tokens = usage.get("prompt_tokens")
-        details = usage.get("prompt_tokens_details") or {}
-        result.cached_tokens = details.get("cached_tokens")
-
-
-# -- a round of concurrent streams ---------------------------------------------------
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    parts = urllib.parse.urlsplit(url)
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    return kind(parts.hostname, parts.port, timeout=timeout), parts.path or "/"
-
-
-def stream_request(url: str, body: dict, apply: Callable, result: StreamResult, *,
-                   key: str = "", timeout: float = 600.0,
-                   barrier: threading.Barrier | None = None) -> StreamResult:
-    """POST `body` to `url`, read the event stream, `apply` each message to `result`."""
-    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    raw = json.dumps(body).encode()
-    if barrier is not None:  # every stream of the round starts at the same moment
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError as exc:
-            result.error = f"BrokenBarrierError: {exc}"
-            return result
-    try:
-        conn, path = _connection(url, timeout)
-    except (ValueError, OSError) as exc:
-        result.error = f"bad url {url}: {exc}"
-        return result
-    try:
-        result.start = time.perf_counter()
-        conn.request("POST", path, raw, headers)
-        response = conn.getresponse()
-        result.status = response.status
-        if response.status != 200:
-            result.error = response.read(300).decode(errors="replace") or response.reason
-            result.end = time.perf_counter()
-            return result
-        parser = SSEParser()
-        while line := response.readline():
-            message = parser.feed(line.decode("utf-8", errors="replace"))
-            if message:
-                apply(result, *message, time.perf_counter())
-        if message := parser.close():
-            apply(result, *message, time.perf_counter())
-        result.end = time.perf_counter()
-        if not result.done and not result.error:
-            result.error = "stream ended early"
-    except (OSError, http.client.HTTPException) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:300]
-        result.end = time.perf_counter()
-    finally:
-        conn.close()
-    return result
-
-
-def run_round(jobs: Sequence[tuple[str, dict, Callable, str]], *, key: str = "",
-              timeout: float = 600.0) -> list[StreamResult]:
-    """Start every (url, body, apply, question) stream at the same moment; wait for all."""
-    barrier = threading.Barrier(len(jobs)) if jobs else None
-    results = [StreamResult(question) for *_, question in jobs]
-    threads = [threading.Thread(target=stream_request, args=(url, body, apply, result),
-                                kwargs={"key": key, "timeout": timeout, "barrier": barrier},
-                                daemon=True)
-               for (url, body, apply, _), result in zip(jobs, results)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
-
-
-@dataclass
-class RoundSummary:
-    n: int
-    rate: float
-    tokens: int  # sum of (n_i - 1)
-    decode_s: float  # |union of [t_first_i, t_last_i]|
-    ttft_p50: float
-    ttft_p95: float
-    total_p50: float
-    total_p95: float
-    errors: int
-    refused: int  # answered without the model (rag only)
-    generated: list[int] = field(default_factory=list)  # n_i per ok stream
-    wall: float = 0.0
-
-
-def summarize(n: int, results: Sequence[StreamResult]) -> RoundSummary:
-    good = [r for r in results if r.ok and not r.no_model]
-    rate, tokens, seconds = decode_rate((r.first, r.last, r.tokens) for r in good)
-    ttfts = [r.ttft for r in good if r.ttft is not None]
-    totals = [r.total for r in good if r.total is not None]
-    starts = [r.start for r in results if r.start]
-    ends = [r.end for r in results if r.end]
-    return RoundSummary(
-        n=n, rate=rate, tokens=tokens, decode_s=seconds,
-        ttft_p50=percentile(ttfts, 50), ttft_p95=percentile(ttfts, 95),
-        total_p50=percentile(totals, 50), total_p95=percentile(totals, 95),
-        errors=sum(not r.ok for r in results),
-        refused=sum(r.ok and r.no_model for r in results),
-        generated=[r.tokens for r in good],
-        wall=(max(ends) - min(starts)) if starts and ends else math.nan)
 
 
 # -- questions and their prompts ------------------------------------------------------
@@ -514,87 +222,7 @@ def server_text(text: str, tokens: Sequence[int], tokenizer) -> str:
     return text
 
 
-# -- the baseline server -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mlx_server_command(folder: str, port: int, concurrency: int) -> list[str]:
-    return [sys.executable, "-c", "import rag; from mlx_lm.server import main; main()",
-            "--model", folder, "--host", "127.0.0.1", "--port", str(port),
-            "--decode-concurrency", str(concurrency),
-            "--prompt-concurrency", str(concurrency), "--log-level", "WARNING"]
-
-
-@contextlib.contextmanager
-def mlx_server(folder: str, concurrency: int, *, startup: float = 300.0
-               ) -> Iterator[tuple[str, list[str]]]:
-    """Run mlx_lm.server on a free loopback port; yield (base URL, command line)."""
-    port = free_port()
-    command = mlx_server_command(folder, port, concurrency)
-    log = tempfile.NamedTemporaryFile(prefix="mlx-server-", suffix=".log", delete=False)
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"mlx_lm.server exited with {process.returncode}:\n"
-                                   + _tail(log.name))
-            if get_json(base + "/health", timeout=2)[0] == 200:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlx_lm.server not healthy after {startup:.0f} s:\n"
-                                   + _tail(log.name))
-            time.sleep(0.5)
-        yield base, command
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(log.name)
-
-
-def _tail(path: str, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def get_json(url: str, key: str = "", timeout: float = 10.0) -> tuple[int, dict]:
-    try:
-        conn, path = _connection(url, timeout)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        status, body = response.status, response.read()
-        conn.close()
-    except (OSError, http.client.HTTPException, ValueError):
-        return 0, {}
-    return status, _json(body.decode(errors="replace"))
-
-
 # -- the command ---------------------------------------------------------------------
-def rag_job(url: str, question: str) -> tuple[str, dict, Callable, str]:
-    return url.rstrip("/") + "/api/ask", {"question": question, "stream": True}, rag_event, \
-        question
-
-
-def baseline_job(url: str, prompt: str, max_tokens: int, question: str
-                 ) -> tuple[str, dict, Callable, str]:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    return url.rstrip("/") + "/v1/completions", body, openai_event, question
-
-
 def _fmt(value: float, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
