@@ -59,11 +59,12 @@ class Embedder:
         texts = list(texts)
         if len(texts) <= BULK_SLICE or query:
             return self.owner.run(self._embed, texts, query)
-        parts = [self.owner.run(self._embed, texts[i:i + BULK_SLICE], False, priority=BULK)
+        parts = [self.owner.run(self._embed, texts[i:i + BULK_SLICE], False, True,
+                                priority=BULK)
                  for i in range(0, len(texts), BULK_SLICE)]
         return np.concatenate(parts)
 
-    def _embed(self, texts: list[str], query: bool) -> np.ndarray:
+    def _embed(self, texts: list[str], query: bool, bulk: bool = False) -> np.ndarray:
         import mlx.core as mx
 
         from rag import fast_encoder
@@ -93,7 +94,10 @@ class Embedder:
 
         fast = self.fast_path and fast_encoder.supports(self.model)
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
-        results = fast_encoder.encode_many(batches, run) if fast else map(run, batches)
+        # Bulk work keeps to one core while answers are being generated.
+        threads = 1 if bulk and self.owner.yield_to() else None
+        results = (fast_encoder.encode_many(batches, run, threads=threads) if fast
+                   else map(run, batches))
         for batch, vecs in zip(batches, results):
             out[batch] = vecs
         return out

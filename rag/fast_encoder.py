@@ -192,14 +192,20 @@ _active = 0  # encode_many calls in flight, for the BLAS thread setting
 _limiter = None
 
 
-def encode_many(jobs: Sequence[tuple], run: Callable[[tuple], np.ndarray]) -> list[np.ndarray]:
+def encode_many(jobs: Sequence[tuple], run: Callable[[tuple], np.ndarray], *,
+                threads: int | None = None) -> list[np.ndarray]:
     """Run `run(job)` for every job on the worker threads; results in order.
 
     While any call is in flight, OpenBLAS runs single-threaded: the workers
     already occupy every core, and nested BLAS threads would oversubscribe them.
+    `threads=1` keeps to one core (NumPy's BLAS included): ingestion while answers
+    are being generated.
     """
     global _pool, _active, _limiter
-    n = workers()
+    n = threads or workers()
+    if threads == 1:
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return [run(job) for job in jobs]
     if n == 1 or len(jobs) == 1:
         return [run(job) for job in jobs]
     with _pool_lock:
