@@ -82,9 +82,9 @@ def test_the_embedder_runs_every_call_on_its_owner(embedder, monkeypatch):
     seen: list[str] = []
     real = embedder._embed
 
-    def spy(texts, query):
+    def spy(*args):
         seen.append(threading.current_thread().name)
-        return real(texts, query)
+        return real(*args)
 
     monkeypatch.setattr(embedder, "_embed", spy)
     texts = [f"Sentence number {i} about glaciers and valleys." for i in range(300)]
