@@ -154,7 +154,10 @@ class LocalEngine:
                     self._step(batch)
             except Exception as exc:  # noqa: BLE001 - every stream hears of it; the engine goes on
                 log.exception("generation engine step failed")
-                self._fail_all(f"generation failed: {' '.join(str(exc).split())[:300]}")
+                reason = f"generation failed: {' '.join(str(exc).split())[:300]}"
+                self._fail_all(reason)
+                for seq in new:  # taken from the queue but not in the batch yet
+                    seq.stream.put(GenEvent(finish="error", error=reason))
                 batch = None
         self._fail_all("", finish="cancelled")
         with self._cond:

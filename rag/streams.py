@@ -68,14 +68,14 @@ class GenStream:
 
     def put(self, event: GenEvent) -> None:
         """Called by the engine (any thread)."""
-        with self._lock:
+        with self._lock:  # one lock with _aiter's switch, so no event falls between the two
             if self.finished:
                 return
             self.finished = event.finish is not None
             loop, target = self._loop, self._async
-        if loop is None:
-            self._queue.put(event)
-            return
+            if loop is None:
+                self._queue.put(event)
+                return
         try:
             loop.call_soon_threadsafe(target.put_nowait, event)
         except RuntimeError:  # the caller's event loop is closed: nobody is listening

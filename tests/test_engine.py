@@ -120,3 +120,34 @@ def test_an_event_loop_reads_a_stream_without_blocking(engine, generator):
 
     events, ticks = asyncio.run(main())
     assert events[-1].finish in ("stop", "length") and ticks > 5
+
+
+def test_a_failing_model_ends_each_stream_with_an_error_and_the_engine_goes_on(
+        engine, generator, monkeypatch):
+    real = generator.model
+
+    class Broken:
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("model exploded")
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(generator, "model", Broken())
+    # With a prefix to cache, the model fails while the engine takes requests into the
+    # batch: the ones taken with it must hear of it too.
+    streams = [engine.submit(request(generator, p, prefix_len=4)) for p in PROMPTS]
+    lasts: dict[int, object] = {}
+    readers = [threading.Thread(target=lambda i=i, s=s: lasts.__setitem__(i, list(s)[-1]),
+                                daemon=True) for i, s in enumerate(streams)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout=60)  # a hang guard, not a speed bound
+    assert len(lasts) == len(streams), "a stream never ended"
+    for last in lasts.values():
+        assert last.finish == "error" and "model exploded" in last.error
+    assert engine.stats()["running"] == 0
+    monkeypatch.setattr(generator, "model", real)
+    assert list(engine.submit(request(generator, PROMPTS[0], max_tokens=4)))[-1].finish in (
+        "stop", "length")
