@@ -5,7 +5,8 @@ are per thread, and one model must not be evaluated from two at once). Callers
 `submit()` a GenRequest and read a GenStream (rag/streams.py) from any thread or
 event loop. The thread runs mlx-lm's BatchGenerator (continuous batching): a
 new request is prefilled in steps of `prefill_step` tokens between decode
-steps, then joins the running batch; a cancelled or timed-out request leaves
+steps, then joins the running batch (a burst that arrives while nothing is
+decoding is prefilled side by side, see PREFILL_BATCH); a cancelled or timed-out request leaves
 it at the next step and its KV cache is freed. Each sequence starts from a copy
 of the shared system-prefix cache (rag/generate.py), so prefill covers only the
 sources and the question.
@@ -28,8 +29,12 @@ from rag.generate import Generator
 from rag.streams import Busy, EngineError, GenEvent, GenRequest, GenStream
 
 log = logging.getLogger("rag.engine")
-# Prompts prefilled side by side: each prefill step costs their tokens together, so
-# more of them would stall the decoders longer (measured: `rag bench serve`).
+# Prompts prefilled side by side while answers are being decoded: each prefill step
+# costs their tokens together, so more of them would stall the readers longer. When
+# nothing is decoding yet (a burst of questions), every waiting prompt is prefilled
+# together: nobody is reading, and batched decoding then starts for all at once
+# (`rag bench serve`, 8 questions at once: decode rate 17 -> 36 tokens/s, the round's
+# wall time unchanged, the median first token 12.6 -> 20.9 s).
 PREFILL_BATCH = 2
 
 
@@ -151,6 +156,8 @@ class LocalEngine:
                 for seq in new:
                     self._insert(batch, seq, cancelled)
                 if self._active:
+                    decoding = any(seq.tokens for seq in self._active.values())
+                    batch.prefill_batch_size = PREFILL_BATCH if decoding else self.max_running
                     self._step(batch)
             except Exception as exc:  # noqa: BLE001 - every stream hears of it; the engine goes on
                 log.exception("generation engine step failed")
