@@ -551,3 +551,22 @@ def test_a_question_answered_by_a_remote_mlx_lm_server_carries_checked_citations
                                     for c in result.citations)
     assert any(c.supported and "Aurora" in c.title for c in result.citations)
     runtime.close()
+
+
+@pytest.mark.slow
+def test_rag_ask_with_an_unreachable_generator_fails_with_one_line(tmp_path):
+    from click.testing import CliRunner
+    from conftest import CORPORA
+
+    from rag.cli import main
+
+    db = str(tmp_path / "db")
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", str(CORPORA), "--db", db, "--offline", "-q"]
+                         ).exit_code == 0
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = runner.invoke(main, ["ask", "When was the Aurora observatory completed?",
+                                  "--db", db, "--offline", "--generator-url", url])
+    assert result.exit_code == 1
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: generator http://127.0.0.1:") and "connect" in message

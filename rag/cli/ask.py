@@ -13,9 +13,9 @@ from rag.cli.common import config_options
 
 def _errors():
     """The library's named exceptions, which the CLI turns into click errors."""
-    from rag import ModelError, StoreError
+    from rag import Busy, EngineError, ModelError, StoreError
 
-    return (ModelError, StoreError, ValueError)
+    return (ModelError, StoreError, EngineError, Busy, ValueError)
 
 
 def _runtime(config):
@@ -80,6 +80,8 @@ def _print_sources(answer) -> None:
     for i, p in enumerate(answer.sources, 1):
         console.print(f"[{i}] {escape(source_title(p))}, {pages_label(p)}  [dim]{p.doc_id[:12]}"
                       f"[/dim]")
+    if answer.notice:
+        console.print(f"\n[yellow]notice:[/yellow] {escape(answer.notice)}")
     t = answer.timings
     if answer.generation_tokens:
         print(f"\n{answer.prompt_tokens} prompt tokens ({answer.cached_tokens} cached),"
