@@ -37,6 +37,7 @@ decision, so an answer can be refused without calling the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,9 +85,11 @@ MIN_COSINE = 0.50
 MIN_OVERLAP = 0.6
 MIN_OVERLAP_TEXT_ONLY = 0.25
 
+@functools.lru_cache(maxsize=64)
 def is_multilingual(embedder_name: str) -> bool:
     """By the model's own name (a hub id's last part or a folder's name), never by the
-    folders above it, which may say anything."""
+    folders above it, which may say anything. Cached: it is asked once per question and
+    looks at the disk."""
     source = "local" if Path(embedder_name).exists() else "hub"
     name = model_name(embedder_name, embedder_name, source).lower()
     return any(piece in name for piece in _MULTILINGUAL)

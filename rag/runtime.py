@@ -37,6 +37,10 @@ class Runtime:
                 self.embedder.owner.yield_to = self._engine.busy  # ingestion yields
             return self._engine
 
+    def loaded_engine(self):
+        """The engine if a question has loaded it already, else None (never loads it)."""
+        return self._engine
+
     def generator(self):
         """The in-process model (rag.generate.Generator) behind the local engine."""
         engine = self.engine()

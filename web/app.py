@@ -51,7 +51,7 @@ def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 @get("/health", guards=[require_key], sync_to_thread=True)
 def health(state: State) -> dict:
     runtime = state.runtime
-    engine = runtime._engine
+    engine = runtime.loaded_engine()
     return {"status": "ok",
             "models": {"embedder": runtime.embedder.name,
                        "generator": engine.name if engine is not None else None},
