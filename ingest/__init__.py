@@ -11,7 +11,8 @@ from rag.lazy import lazy_names
 _API = {
     "ingest_paths": "ingest.pipeline", "ingest_file": "ingest.pipeline",
     "discover": "ingest.pipeline", "IngestReport": "ingest.pipeline",
-    "FileResult": "ingest.pipeline", "STATUSES": "ingest.pipeline",
+    "FileResult": "ingest.pipeline", "file_sha256": "ingest.pipeline",
+    "STATUSES": "ingest.pipeline",
     "load": "ingest.loaders", "sniff": "ingest.filetypes",
     "LoadError": "ingest.errors", "UnsupportedFile": "ingest.errors",
 }

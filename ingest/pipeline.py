@@ -14,7 +14,8 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
+from dataclasses import replace as with_changes
 from pathlib import Path
 
 from ingest.chunking import chunk_document
@@ -114,8 +115,9 @@ def file_sha256(path: Path) -> str:
 class _Writer:
     """Collects embedded documents and writes them in groups (chunks before rows)."""
 
-    def __init__(self, runtime: Runtime, timings: Timings):
+    def __init__(self, runtime: Runtime, timings: Timings, replace: bool = True):
         self.runtime = runtime
+        self.replace = replace  # remove other documents recorded at a new one's path
         self.timings = timings
         self.pending: list[tuple[Document, list[Chunk], object, Path, FileResult]] = []
         self.size = 0
@@ -133,7 +135,7 @@ class _Writer:
         start = time.perf_counter()
         store = self.runtime.store
         store.add_documents([(d, c, v, s) for d, c, v, s, _ in self.pending])
-        for doc, *_ in self.pending:
+        for doc, *_ in self.pending if self.replace else ():
             for old in store.documents.at_path(doc.path):
                 if old.id != doc.id:
                     store.delete_document(old.id)
@@ -147,11 +149,15 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
                  passwords: Sequence[str] = (), workers: int | None = None,
                  progress: Progress | None = None,
                  on_file: Callable[[FileResult], None] | None = None,
-                 names: dict[Path, str] | None = None, sweep: bool = True) -> IngestReport:
+                 names: dict[Path, str] | None = None, sweep: bool = True,
+                 replace: bool = True) -> IngestReport:
     """Ingest files and folders; see the module docstring. Raises FileNotFoundError for bad paths.
 
     `names` maps a file to the path recorded for it (uploads are stored under
-    their display name, not the temporary file's).
+    their display name, not the temporary file's). With `replace` (the CLI's path
+    semantics) a changed file is the new version of the document recorded at its
+    path, which is removed; without it (web uploads) no other document is touched.
+    A file whose bytes are already stored is "unchanged" either way.
     """
     started = time.perf_counter()
     roots = [Path(p).expanduser().resolve() for p in paths]
@@ -181,10 +187,12 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
     for path in files:
         doc_id = file_sha256(path)
         shown = names.get(path, str(path))
-        stale = [v for v in by_path.get(shown, []) if v.id != doc_id]
+        stale = [v for v in by_path.get(shown, []) if v.id != doc_id] if replace else []
         record = by_id.get(doc_id)
         if record is not None:
-            for old in stale:  # a replacement that was interrupted after the new version landed
+            # A replacement interrupted after the new version landed at this path; the same
+            # bytes stored under another path leave that path's documents alone.
+            for old in stale if record.path == shown else ():
                 store.delete_document(old.id)
             finish(FileResult(shown, "unchanged", pages=record.pages, chunks=record.chunks,
                               doc_id=doc_id))
@@ -192,7 +200,7 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
             previous[path] = stale
             todo.append(path)
 
-    writer = _Writer(runtime, report.timings)
+    writer = _Writer(runtime, report.timings, replace)
     _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, finish, notify,
                    report.timings)
     writer.flush()
@@ -248,7 +256,11 @@ def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, f
             finish(FileResult(names.get(path, str(path)), status, reason=_one_line(loaded)))
             wait = time.perf_counter()
             continue
-        doc = replace(loaded, path=names.get(path, str(path)))
+        shown = names.get(path, str(path))
+        title = loaded.title
+        if shown != str(path) and title == path.stem:  # named after our temporary copy
+            title = Path(shown).stem
+        doc = with_changes(loaded, path=shown, title=title)
         start = time.perf_counter()
         chunks = chunk_document(doc, count_tokens=embedder.count_tokens,
                                 max_tokens=config.chunk_tokens,
@@ -298,10 +310,12 @@ def prune_missing(runtime: Runtime, roots: Iterable[Path]) -> list[str]:
 
 
 def ingest_file(path: Path, runtime: Runtime, *, display_path: str | None = None,
-                password: str | None = None, on_progress: Progress | None = None) -> FileResult:
-    """Ingest one file (the web upload path); `display_path` is the path the library records."""
+                password: str | None = None, on_progress: Progress | None = None,
+                replace: bool = True) -> FileResult:
+    """Ingest one file (the web upload path); `display_path` is the path the library records;
+    `replace` as for ingest_paths."""
     real = Path(path).resolve()
     report = ingest_paths([real], runtime, passwords=[password] if password else [],
                           names={real: display_path} if display_path else None,
-                          progress=on_progress, sweep=False, workers=1)
+                          progress=on_progress, sweep=False, workers=1, replace=replace)
     return report.files[0]

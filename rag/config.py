@@ -47,7 +47,13 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str = ""
+    # Uploads (web/jobs.py): one file, files per request, unfinished jobs, their bytes,
+    # and the free disk the store keeps (past these: 413, 413, 429, 507, 507 per file).
     max_upload_mb: int = 100
+    max_request_files: int = 100
+    max_queued_jobs: int = 1000
+    max_pending_mb: int = 4096
+    min_free_mb: int = 256
     parse_timeout: float = 120.0
     # Generation engine (rag/engine.py): sequences decoding together, requests waiting
     # beyond them (past both: 503 with Retry-After), a time limit per answer, and the

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import codecs
+import io
 
 import pytest
 
 from ingest.filetypes import sniff
-from web.jobs import JobQueue, ascii_filename
+from web.jobs import JobQueue, Limits, ascii_filename, numbered
 from web.uploads import RejectedUpload, check_upload, safe_filename
 
 
@@ -87,20 +88,69 @@ def test_sniff_refuses_what_we_cannot_read(head, name, words):
     assert "\n" not in str(info.value)
 
 
-def test_submit_names_the_stored_copy_itself(tmp_path):
-    # The size limit is the API's (413 before submit); see test_web_api.py.
-    folder = tmp_path / "uploads"
-    folder.mkdir()
-    jobs = JobQueue(runtime=None, folder=folder)  # not started: nothing is ingested
-    job = jobs.submit("../../x.pdf.html", b"<html><p>hi</p>")
-    assert job.status == "queued" and job.filename == "x.pdf.html" and job.kind == "html"
-    assert job.size == 15
-    assert [p.name for p in folder.iterdir()] == [f"{job.id}.html"]
-    assert (folder / f"{job.id}.html").read_bytes() == b"<html><p>hi</p>"
-    refused = jobs.submit("notes.pdf", b"Minutes of the meeting, saved as text.")
-    assert refused.status == "failed" and refused.stage == "rejected"
-    assert refused.reason.startswith("notes.pdf: not a PDF")
-    note = jobs.submit("note.md", b"# Note\n\nThe header %PDF-1.7 marks a PDF.")
-    assert note.status == "queued" and note.kind == "markdown"
-    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{job.id}.html",
-                                                              f"{note.id}.md"])
+def _queue(tmp_path, **limits):
+    from types import SimpleNamespace
+
+    from rag.store import Store
+
+    store = Store(tmp_path / "db", dim=4)
+    values = dict(file_bytes=1 << 20, request_files=10, queued_jobs=100,
+                  pending_bytes=1 << 30, min_free_bytes=0)
+    values.update(limits)
+    return JobQueue(SimpleNamespace(store=store), Limits(**values)).open()
+
+
+def _files(*items):
+    return [(name, io.BytesIO(data), len(data)) for name, data in items]
+
+
+def test_accept_names_the_stored_copy_itself(tmp_path):
+    jobs = _queue(tmp_path)  # not started: nothing is ingested
+    folder = jobs.table.folder
+    (job, refused_type, note), refused = jobs.accept(_files(
+        ("../../x.pdf.html", b"<html><p>hi</p>"),
+        ("notes.pdf", b"Minutes of the meeting, saved as text."),
+        ("note.md", b"# Note\n\nThe header %PDF-1.7 marks a PDF.")))
+    assert refused == []
+    assert job["status"] == "queued" and job["filename"] == "x.pdf.html"
+    assert job["kind"] == "html" and job["size"] == 15
+    assert (folder / f"{job['id']}.html").read_bytes() == b"<html><p>hi</p>"
+    assert refused_type["status"] == "failed" and refused_type["progress"]["stage"] == "rejected"
+    assert refused_type["reason"].startswith("notes.pdf: not a PDF")
+    assert note["status"] == "queued" and note["kind"] == "markdown"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{job['id']}.html",
+                                                              f"{note['id']}.md"])
+    # The records are in the store: a new queue over the same store sees them.
+    again = JobQueue(jobs.runtime, jobs.limits).open()
+    assert [r.id for r in again.table.unfinished()] == [job["id"], note["id"]]
+    assert again.get(refused_type["id"])["status"] == "failed"
+
+
+def test_each_file_is_refused_on_its_own(tmp_path):
+    jobs = _queue(tmp_path, file_bytes=100, request_files=3, queued_jobs=2)
+    accepted, refused = jobs.accept(_files(
+        ("a.txt", b"a" * 50), ("big.txt", b"b" * 101), ("c.txt", b"c" * 50),
+        ("d.txt", b"d" * 50), ("e.txt", b"e" * 50)))
+    assert [j["filename"] for j in accepted] == ["a.txt", "c.txt"]
+    assert [(r.filename, r.status) for r in refused] == [
+        ("big.txt", 413), ("d.txt", 413), ("e.txt", 413)]
+    assert "larger than" in refused[0].error and "more than 3 files" in refused[1].error
+    more, refused = jobs.accept(_files(("f.txt", b"f")))
+    assert more == [] and refused[0].status == 429 and "limit 2" in refused[0].error
+    assert not list(jobs.table.folder.glob("*.part"))
+
+
+def test_pending_bytes_and_free_disk_are_storage_limits(tmp_path):
+    jobs = _queue(tmp_path, pending_bytes=120)
+    accepted, refused = jobs.accept(_files(("a.txt", b"a" * 100), ("b.txt", b"b" * 30)))
+    assert len(accepted) == 1 and refused[0].status == 507 and "b.txt" in refused[0].error
+    full = _queue(tmp_path / "2", min_free_bytes=1 << 62)
+    accepted, refused = full.accept(_files(("a.txt", b"a")))
+    assert accepted == [] and refused[0].status == 507 and "storage full" in refused[0].error
+
+
+def test_numbered_names():
+    assert numbered("upload/r.pdf", set()) == "upload/r.pdf"
+    assert numbered("upload/r.pdf", {"upload/r.pdf"}) == "upload/r (2).pdf"
+    assert numbered("upload/r.pdf", {"upload/r.pdf", "upload/r (2).pdf"}) == "upload/r (3).pdf"
+    assert numbered("upload/notes", {"upload/notes"}) == "upload/notes (2)"

@@ -25,8 +25,10 @@ from litestar.template.config import TemplateConfig
 
 import rag  # noqa: F401 - loads OpenBLAS before anything imports mlx
 from rag import Config
-from web.api import api_router
-from web.jobs import JobQueue
+from web.api import MAX_JSON, api_router, upload_body_limit
+from web.errors import is_storage_full, storage_error_text
+from web.jobs import JobQueue, Limits
+from web.requests import request_id, request_id_middleware
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("web")
@@ -52,13 +54,13 @@ def require_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 def health(state: State) -> dict:
     runtime = state.runtime
     engine = runtime.loaded_engine()
+    documents = runtime.store.documents.list()  # chunks of unfinished writes do not count
     return {"status": "ok",
             "models": {"embedder": runtime.embedder.name,
                        "generator": engine.name if engine is not None else None},
             "engine": engine.stats() if engine is not None else None,
             "questions": state.get("asks", 0),
-            "store": {"documents": len(runtime.store.documents.list()),
-                      "chunks": runtime.store.chunks.count()},
+            "store": {"documents": len(documents), "chunks": sum(d.chunks for d in documents)},
             "jobs": {"pending": state.jobs.pending()}}
 
 
@@ -83,21 +85,31 @@ def same_origin_only(request: Request) -> Response | None:
     return None
 
 
-def http_error(_: Request, exc: HTTPException) -> Response:
+def http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     detail = exc.detail
     extra = getattr(exc, "extra", None)
     if status == 413:
-        detail = detail if detail and "entity" not in detail.lower() else "upload too large"
-    body = {"error": detail or "error"}
+        detail = detail if detail and "entity" not in detail.lower() else \
+            f"request body too large for {request.url.path}"
+    rid = request_id(request)
+    body = {"error": detail or "error", "request_id": rid}
     if status == 400 and extra:
         body["details"] = extra
+    log.log(logging.ERROR if status >= 500 else logging.INFO, "%s %s -> %d %s [request %s]",
+            request.method, request.url.path, status, body["error"], rid)
     return Response(body, status_code=status, headers=getattr(exc, "headers", None))
 
 
-def server_error(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    return Response({"error": "internal error"}, status_code=500)
+def server_error(request: Request, exc: Exception) -> Response:
+    rid = request_id(request)
+    if is_storage_full(exc):
+        log.error("%s %s -> 507 [request %s]: %s", request.method, request.url.path, rid, exc)
+        return Response({"error": storage_error_text(exc), "request_id": rid}, status_code=507)
+    log.exception("%s %s -> 500 [request %s]", request.method, request.url.path, rid,
+                  exc_info=exc)
+    return Response({"error": f"internal error: {storage_error_text(exc)}", "request_id": rid},
+                    status_code=500)
 
 
 def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None = None
@@ -113,8 +125,8 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
             state.runtime = open_runtime(config)
         state.runtime.engine()  # the model loads once; its engine answers every question
         state.asks = 0  # questions in flight (web/api.py: _Admission)
-        state.jobs = JobQueue(state.runtime, Path(config.db) / "uploads")
-        state.jobs.start()
+        state.jobs = JobQueue(state.runtime, Limits.from_config(config))
+        state.jobs.start()  # resumes the jobs a crash or a stop left unfinished
 
     def shutdown(app: Litestar) -> None:
         jobs = app.state.get("jobs")
@@ -123,7 +135,6 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         if app.state.get("own_runtime"):
             app.state.runtime.close()
 
-    limit = config.max_upload_mb * 1024 * 1024
     return Litestar(
         route_handlers=[index, health, api_router([require_key]),
                         create_static_files_router(path="/static",
@@ -134,7 +145,9 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         template_config=TemplateConfig(directory=HERE / "templates",
                                        engine=JinjaTemplateEngine),
         exception_handlers={HTTPException: http_error, Exception: server_error},
-        request_max_body_size=limit + 1024 * 1024,
+        # The upload route's bound; the JSON routes have their own (web/api.py: MAX_JSON).
+        request_max_body_size=max(upload_body_limit(config), MAX_JSON),
+        middleware=[request_id_middleware],
         before_request=same_origin_only,
 
         debug=False,
