@@ -272,6 +272,8 @@ async def ask(request: Request, state: State) -> Any:
 
     try:
         data = await request.json()
+    except HTTPException:  # the body is over its bound (413)
+        raise
     except Exception as exc:  # noqa: BLE001
         raise HTTPException(status_code=400, detail="body must be JSON") from exc
     options = _options(data)

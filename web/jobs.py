@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ingest.filetypes import SNIFF_BYTES
 from rag.store.jobs import FINISHED, JobRecord, JobTable, write_upload
 from web.errors import storage_error_text
-from web.uploads import RejectedUpload, check_upload, safe_filename
+from web.uploads import Limits, Refusal, RejectedUpload, check_upload, numbered, safe_filename
 
 log = logging.getLogger("web.jobs")
 
@@ -45,44 +45,6 @@ def ascii_filename(name: str) -> str:
     """A filename safe in a Content-Disposition header: ASCII letters, digits, . _ - only."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", safe_filename(name)).strip("._") or "document"
     return cleaned[:120]
-
-
-def numbered(name: str, taken: set[str]) -> str:
-    """`name` if free, else the first free "stem (n).ext" (n = 2, 3, ...)."""
-    if name not in taken:
-        return name
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem or "/" in ext:
-        stem, ext = name, ""
-    n = 2
-    while (candidate := f"{stem} ({n})" + (f".{ext}" if ext else "")) in taken:
-        n += 1
-    return candidate
-
-
-@dataclass(frozen=True)
-class Limits:
-    file_bytes: int  # one file (413 past it)
-    request_files: int  # files in one request (413 for the rest)
-    queued_jobs: int  # unfinished jobs (429 past it)
-    pending_bytes: int  # bytes of unfinished uploads (507 past it)
-    min_free_bytes: int  # free disk to keep (507 below it)
-
-    @classmethod
-    def from_config(cls, config) -> Limits:
-        mb = 1024 * 1024
-        return cls(config.max_upload_mb * mb, config.max_request_files, config.max_queued_jobs,
-                   config.max_pending_mb * mb, config.min_free_mb * mb)
-
-
-@dataclass(frozen=True)
-class Refusal:
-    filename: str
-    status: int  # 413, 429 or 507
-    error: str
-
-    def to_json(self) -> dict:
-        return {"filename": self.filename, "status": self.status, "error": self.error}
 
 
 class JobCancelled(Exception):

@@ -6,6 +6,9 @@ decided by ingestion's sniffer (ingest/filetypes.py), the same one that `rag
 ingest` uses, so a file is the same kind on either path; the stored copy is
 named `<job id><ext>` with the extension of that kind, so the loader sees the
 type we checked, not the one claimed.
+
+Also here: the per-file limits of an upload request (`Limits`, `Refusal`) and the
+rule that numbers a name the library already has ("report (2).pdf").
 """
 
 from __future__ import annotations
@@ -51,3 +54,41 @@ def check_upload(head: bytes, filename: str) -> Sniffed:
     except (LoadError, UnsupportedFile) as exc:
         raise RejectedUpload(str(exc)) from exc
     return Sniffed(kind, KIND_EXTS[kind])
+
+
+def numbered(name: str, taken: set[str]) -> str:
+    """`name` if free, else the first free "stem (n).ext" (n = 2, 3, ...)."""
+    if name not in taken:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or "/" in ext:
+        stem, ext = name, ""
+    n = 2
+    while (candidate := f"{stem} ({n})" + (f".{ext}" if ext else "")) in taken:
+        n += 1
+    return candidate
+
+
+@dataclass(frozen=True)
+class Limits:
+    file_bytes: int  # one file (413 past it)
+    request_files: int  # files in one request (413 for the rest)
+    queued_jobs: int  # unfinished jobs (429 past it)
+    pending_bytes: int  # bytes of unfinished uploads (507 past it)
+    min_free_bytes: int  # free disk to keep (507 below it)
+
+    @classmethod
+    def from_config(cls, config) -> Limits:
+        mb = 1024 * 1024
+        return cls(config.max_upload_mb * mb, config.max_request_files, config.max_queued_jobs,
+                   config.max_pending_mb * mb, config.min_free_mb * mb)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    filename: str
+    status: int  # 413, 429 or 507
+    error: str
+
+    def to_json(self) -> dict:
+        return {"filename": self.filename, "status": self.status, "error": self.error}
