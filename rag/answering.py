@@ -3,7 +3,8 @@
     SourcesEvent(sources)    the numbered passages in the prompt; [n] is sources[n - 1]
     TokenEvent(text)         a piece of the model's raw text, as it is generated
     CitationEvent(citation)  one checked citation (rag/citations.py), after generation
-    DoneEvent(answer)        the final Answer: cleaned text, citations, figures
+    DoneEvent(answer)        the final Answer: cleaned text, citations, per-sentence
+                             support, figures
 
 The raw tokens may hold markers that point nowhere; `DoneEvent.answer.text` is
 the cleaned text a UI should show once the stream ends. When retrieval finds
@@ -29,7 +30,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rag import retrieve
-from rag.citations import Citation, cite, split_sentences
+from rag.citations import (
+    Citation,
+    SentenceSupport,
+    cite,
+    sentence_support,
+    split_sentences,
+    support_level,
+)
 from rag.prompt import NOT_FOUND, SYSTEM_PROMPT, build_prompt
 from rag.runtime import Runtime
 from rag.streams import EngineError, GenEvent, GenRequest, GenStream
@@ -43,9 +51,22 @@ _REFUSAL = re.compile(
     r"|not (?:mentioned|stated|provided|given) in the (?:sources|documents|context|text)",
     re.IGNORECASE)
 
+# The notice of a (non-refused) answer none of whose sentences the sources support.
+UNSUPPORTED_NOTICE = ("No sentence of this answer is supported by the sources:"
+                      " check it against the documents.")
+
 
 @dataclass
 class Answer:
+    """A finished answer. Two views derived from text and citations (properties, and
+    keys of `to_json()`):
+
+    sentences  one entry per sentence of `text`: start, end (offsets in `text`), text (with
+               its markers), markers, supported (true when one of its citations is
+               supported; null in a refused answer, which claims nothing to check)
+    support    "all", "some" or "none" of the sentences supported; null for a refusal
+    """
+
     question: str
     text: str
     citations: list[Citation]
@@ -61,9 +82,19 @@ class Answer:
     # How generation ended: "stop", "length", "timeout" (the time limit), "loop" (a
     # repeated line), "refused" (no model call); `notice` says it in words when it matters.
     finish: str = "stop"
+    # Includes UNSUPPORTED_NOTICE when no sentence of a non-refused answer is supported.
     notice: str = ""
 
+    @property
+    def sentences(self) -> list[SentenceSupport]:
+        return sentence_support(self.text, self.citations, refused=self.refused)
+
+    @property
+    def support(self) -> str | None:
+        return support_level(self.sentences)
+
     def to_json(self) -> dict:
+        sentences = self.sentences
         return {
             "question": self.question,
             "answer": self.text,
@@ -78,6 +109,8 @@ class Answer:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "finish": self.finish,
             "notice": self.notice,
+            "sentences": [s.to_json() for s in sentences],
+            "support": support_level(sentences),
         }
 
 
@@ -244,7 +277,7 @@ class AnswerRun:
         finish = "loop" if self.loop.looping else final.finish if final else "stop"
         generated = final.generation_tokens if final else self.generated
         span = self.token_times[-1] - self.token_times[0] if self.token_times else 0.0
-        yield DoneEvent(Answer(
+        answer = Answer(
             question=self.question, text=text, citations=citations, sources=prompt.sources,
             refused=refused, prompt_tokens=len(prompt.tokens),
             cached_tokens=final.cached_tokens if final else prompt.prefix_len,
@@ -254,7 +287,10 @@ class AnswerRun:
             (generated - 1) / span if span > 0 else 0.0,
             timings=clock.timings, raw_text=raw, finish=finish,
             notice=final.error if final else "stopped: the model repeated a line"
-            if self.loop.looping else ""))
+            if self.loop.looping else "")
+        if answer.support == "none":
+            answer.notice = _join_notices(answer.notice, UNSUPPORTED_NOTICE)
+        yield DoneEvent(answer)
 
     def _not_found(self) -> Iterator[Event]:
         yield SourcesEvent([])
@@ -263,6 +299,13 @@ class AnswerRun:
         yield DoneEvent(Answer(question=self.question, text=NOT_FOUND, citations=[],
                                sources=[], refused=True, timings=self.clock.timings,
                                finish="refused"))
+
+
+def _join_notices(first: str, second: str) -> str:
+    first = first.strip()
+    if first and not first.endswith((".", "!", "?")):
+        first += "."
+    return f"{first} {second}".strip()
 
 
 def stream_answer(question: str, runtime: Runtime, **options) -> Iterator[Event]:

@@ -24,6 +24,10 @@ A sentence without a marker that one source supports strongly (lexical recall
 of INFER_MIN_LEXICAL or more, and the same support test) gets a citation with
 `inferred=True`. The answer text is left unchanged: an inferred citation is the
 checker's claim, not the model's, and the UI shows it as such.
+
+Sentence support (`sentence_support`): a sentence of the answer is supported
+when at least one of its citations (cited or inferred) is; a sentence with no
+citation, or only failed ones, is not, and front ends mark it as such.
 """
 
 from __future__ import annotations
@@ -90,6 +94,21 @@ class Sentence:
     @property
     def claim(self) -> str:
         return " ".join(re.sub(r"\s*\[\d+\]", "", self.text).split())
+
+
+@dataclass(frozen=True)
+class SentenceSupport:
+    """One sentence of an answer and whether the sources back it."""
+
+    start: int  # offsets of the sentence in the answer text
+    end: int
+    text: str  # with its markers
+    markers: tuple[int, ...]  # the [n] the model wrote in it
+    supported: bool | None  # one of its citations is supported; None: a refusal claims nothing
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "text": self.text,
+                "markers": list(self.markers), "supported": self.supported}
 
 
 # -- markers -----------------------------------------------------------------
@@ -273,3 +292,26 @@ def _citation(p: _Pending, passage: Passage, cosine: float | None) -> Citation:
                     sentence_end=p.sentence.end, supported=supported, score=round(score, 4),
                     lexical=round(p.lexical, 4), cosine=round(cos, 4), span_start=start,
                     span_end=end, quote=passage.text[start:end], inferred=p.inferred)
+
+
+# -- sentence support --------------------------------------------------------
+
+def sentence_support(text: str, citations: Sequence[Citation], *,
+                     refused: bool = False) -> list[SentenceSupport]:
+    """Each sentence of `text` (cite()'s cleaned text), supported when one of its citations is.
+
+    `refused`: the answer says the sources hold no answer; it makes no claim to check,
+    so its sentences are neither supported nor unsupported (None).
+    """
+    backed = {(c.sentence_start, c.sentence_end) for c in citations if c.supported}
+    return [SentenceSupport(s.start, s.end, s.text, s.markers,
+                            None if refused else (s.start, s.end) in backed)
+            for s in split_sentences(text)]
+
+
+def support_level(sentences: Sequence[SentenceSupport]) -> str | None:
+    """"all", "some" or "none" of the sentences supported; None when none makes a claim."""
+    flags = [s.supported for s in sentences if s.supported is not None]
+    if not flags:
+        return None
+    return "all" if all(flags) else "some" if any(flags) else "none"

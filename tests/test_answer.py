@@ -177,3 +177,146 @@ def test_a_line_repeated_by_the_model_stops_generation_and_is_kept_once():
         [False, False, True]
     assert _drop_repeated_lines("A Short History (p. 2)\nA Short History (p. 3)") == \
         "A Short History (p. 2)"
+
+
+# -- honest answers: per-sentence support, with a model whose text is known -------------
+
+QUESTION = "When was the Aurora observatory completed?"
+UNRELATED = "Bananas are the most popular fruit in Ecuador"
+
+
+def quote_source(user: str, needle: str) -> tuple[int, str]:
+    """The number of the prompt's source holding `needle`, and its sentence with it."""
+    import re
+
+    for block in re.finditer(r"^\[(\d+)\] [^\n]*\n(.*?)(?=\n\n\[\d+\] |\n\nQuestion: )", user,
+                             re.MULTILINE | re.DOTALL):
+        sentence = re.search(rf"[^.]*{re.escape(needle)}[^.]*\.", block.group(2))
+        if sentence:  # PDF text breaks lines inside sentences
+            return int(block.group(1)), " ".join(sentence.group(0).split())
+    raise AssertionError(f"no source holds {needle!r}")
+
+
+def supported_then_unrelated(user: str) -> str:
+    """One sentence copied from its source, then one no source says, both cited."""
+    n, sentence = quote_source(user, "1932")
+    return f"{sentence[:-1]} [{n}]. {UNRELATED} [{n}]."
+
+
+class ScriptedEngine:
+    """An engine whose model writes `reply(user message)`, then ends with `finish`."""
+
+    name = "scripted"
+
+    def __init__(self, reply, finish: str = "stop", error: str = ""):
+        from rag.tokencount import CharTokenizer
+
+        self.tokenizer = CharTokenizer()
+        self.reply, self.finish, self.error = reply, finish, error
+
+    def submit(self, request):
+        from rag.streams import GenEvent, GenStream
+
+        stream = GenStream()
+        stream.put(GenEvent(text=self.reply(request.messages[-1]["content"])))
+        stream.put(GenEvent(finish=self.finish, error=self.error))
+        return stream
+
+    def stats(self):
+        return {"running": 0, "waiting": 0}
+
+    def busy(self):
+        return False
+
+
+@pytest.fixture
+def scripted(runtime):
+    """The runtime over DOCS; `scripted(reply, ...)` sets what its model writes."""
+    add_docs(runtime)
+
+    def use(reply, **finish):
+        runtime._engine = ScriptedEngine(reply, **finish)
+        return runtime
+
+    return use
+
+
+def test_an_answer_no_source_supports_is_flagged_with_a_notice(scripted):
+    from rag.answering import UNSUPPORTED_NOTICE, answer
+
+    result = answer(QUESTION, scripted(lambda user: "The answer is: 2.00%"))
+    assert not result.refused and result.citations == []
+    assert result.support == "none" and result.notice == UNSUPPORTED_NOTICE
+    data = result.to_json()
+    assert data["support"] == "none" and data["notice"] == UNSUPPORTED_NOTICE
+    assert data["sentences"] == [{"start": 0, "end": 20, "text": "The answer is: 2.00%",
+                                  "markers": [], "supported": False}]
+    assert data["answer"] == "The answer is: 2.00%" and data["citations"] == []
+
+
+def test_an_engine_notice_is_kept_beside_the_unsupported_one(scripted):
+    from rag.answering import UNSUPPORTED_NOTICE, answer
+
+    runtime = scripted(lambda user: f"{UNRELATED} [1].", finish="timeout",
+                       error="stopped: the time limit was reached")
+    result = answer(QUESTION, runtime)
+    [citation] = result.citations
+    assert citation.marker == 1 and not citation.supported
+    assert result.finish == "timeout" and result.support == "none"
+    assert result.notice == f"stopped: the time limit was reached. {UNSUPPORTED_NOTICE}"
+
+
+def test_each_sentence_says_whether_a_source_supports_it(scripted):
+    from rag.answering import CitationEvent, DoneEvent, stream_answer
+
+    events = list(stream_answer(QUESTION, scripted(supported_then_unrelated)))
+    result = events[-1].answer
+    assert isinstance(events[-1], DoneEvent) and not result.refused
+    assert [e.citation.supported for e in events if isinstance(e, CitationEvent)] == \
+        [True, False]
+    data = result.to_json()
+    assert data["support"] == "some" and data["notice"] == ""
+    first, second = data["sentences"]
+    assert first["supported"] is True and "1932" in first["text"]
+    assert second["supported"] is False and second["text"].startswith(UNRELATED)
+    assert second["markers"] == first["markers"] and len(first["markers"]) == 1
+    for s in data["sentences"]:
+        assert data["answer"][s["start"]:s["end"]] == s["text"]
+
+
+def test_a_refusal_is_not_flagged_as_unsupported(scripted):
+    from rag.answering import answer
+    from rag.prompt import NOT_FOUND
+
+    result = answer(QUESTION, scripted(lambda user: NOT_FOUND))
+    data = result.to_json()
+    assert result.refused and data["support"] is None and data["notice"] == ""
+    assert [s["supported"] for s in data["sentences"]] == [None]
+
+
+def test_rag_ask_marks_unsupported_sentences_and_prints_the_notice(scripted, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import rag.cli.ask
+    from rag.answering import UNSUPPORTED_NOTICE
+
+    runtime = scripted(supported_then_unrelated)
+    monkeypatch.setattr(rag.cli.ask, "_runtime", lambda config: runtime)
+    result = CliRunner().invoke(rag.cli.ask.ask, [QUESTION])
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    assert f"Not supported by the sources [unsupported] {UNRELATED} [" in shown
+    assert "1932" in shown.split("Not supported by the sources")[0]  # the answer, above
+    assert "1932" not in shown.split("Not supported by the sources")[1].split("Citations")[0]
+    assert "notice:" not in shown
+
+    runtime._engine = ScriptedEngine(lambda user: "The answer is: 2.00%")
+    result = CliRunner().invoke(rag.cli.ask.ask, [QUESTION])
+    shown = " ".join(result.output.split())
+    assert "[unsupported] The answer is: 2.00%" in shown
+    assert f"notice: {UNSUPPORTED_NOTICE}" in shown
+    data = json.loads(CliRunner().invoke(rag.cli.ask.ask, [QUESTION, "--json"]).output)
+    assert data["support"] == "none" and data["notice"] == UNSUPPORTED_NOTICE
+    assert [s["supported"] for s in data["sentences"]] == [False]

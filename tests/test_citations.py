@@ -175,3 +175,36 @@ def test_marker_pattern_is_public():
 
     assert [m.group(1) for m in MARKER.finditer("a [1] b [1, 2] c [Source 3] d [4-5]")] == \
         ["1", "1, 2", "3", "4-5"]
+
+
+def test_a_sentence_is_supported_only_when_one_of_its_citations_is():
+    from rag.citations import sentence_support, support_level
+
+    text, citations = cite("The Aurora observatory was completed in 1932 [1]. "
+                           "Paris is the capital of France [2]. The answer is: 2.00%.", SOURCES)
+    sentences = sentence_support(text, citations)
+    assert [(s.text, s.markers, s.supported) for s in sentences] == [
+        ("The Aurora observatory was completed in 1932 [1].", (1,), True),
+        ("Paris is the capital of France [2].", (2,), False),  # cited, but the check failed
+        ("The answer is: 2.00%.", (), False)]  # matched to no source
+    assert all(text[s.start:s.end] == s.text for s in sentences)
+    assert support_level(sentences) == "some"
+    assert sentences[1].to_json() == {"start": sentences[1].start, "end": sentences[1].end,
+                                      "text": "Paris is the capital of France [2].",
+                                      "markers": [2], "supported": False}
+
+
+def test_support_levels_and_inferred_citations():
+    from rag.citations import sentence_support, support_level
+
+    # An unmarked sentence one source backs strongly is supported through its inferred citation.
+    text, citations = cite("The Aurora observatory was completed in 1932 on Mount Keller.",
+                           SOURCES)
+    assert [c.inferred for c in citations] == [True]
+    assert support_level(sentence_support(text, citations)) == "all"
+    text, citations = cite("The answer is: 2.00%. Paris is in France [1].", SOURCES)
+    assert support_level(sentence_support(text, citations)) == "none"
+    # A refusal claims nothing: its sentences are neither supported nor unsupported.
+    refusal = sentence_support("The documents do not contain an answer.", [], refused=True)
+    assert [s.supported for s in refusal] == [None] and support_level(refusal) is None
+    assert support_level(sentence_support("", [])) is None

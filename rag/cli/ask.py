@@ -65,6 +65,7 @@ def _print_sources(answer) -> None:
     from rag import pages_label, source_title
 
     console = Console(highlight=False)
+    _print_support(answer, console)
     if answer.citations:
         console.print("\n[bold]Citations[/bold]")
     for c in answer.citations:
@@ -80,13 +81,24 @@ def _print_sources(answer) -> None:
     for i, p in enumerate(answer.sources, 1):
         console.print(f"[{i}] {escape(source_title(p))}, {pages_label(p)}  [dim]{p.doc_id[:12]}"
                       f"[/dim]")
-    if answer.notice:
-        console.print(f"\n[yellow]notice:[/yellow] {escape(answer.notice)}")
     t = answer.timings
     if answer.generation_tokens:
         print(f"\n{answer.prompt_tokens} prompt tokens ({answer.cached_tokens} cached),"
               f" {answer.generation_tokens} generated at {answer.generation_tps:.1f} tok/s;"
               f" first token after {t.get('first_token_s', 0):.2f} s", file=sys.stderr)
+
+
+def _print_support(answer, console) -> None:
+    """Under the streamed answer: its unsupported sentences, then any notice."""
+    from rich.markup import escape
+
+    unsupported = [s for s in answer.sentences if s.supported is False]
+    if unsupported:
+        console.print("\n[bold yellow]Not supported by the sources[/bold yellow]")
+    for s in unsupported:
+        console.print(f"  {escape('[unsupported]')} {escape(s.text)}", style="yellow")
+    if answer.notice:
+        console.print(f"\n[yellow]notice:[/yellow] {escape(answer.notice)}")
 
 
 @click.command()
