@@ -234,8 +234,9 @@ def test_run_round_reads_streams_from_a_server():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        rag = run_round([rag_job(url, "a"), rag_job(url, "b"), rag_job(url, "bad")], timeout=10)
-        base = run_round([baseline_job(url, "prompt", 3, "a")], timeout=10)
+        rag = run_round([rag_job(url, "a"), rag_job(url, "b"), rag_job(url, "bad")],
+                        timeout=120)  # a hang guard
+        base = run_round([baseline_job(url, "prompt", 3, "a")], timeout=120)
     finally:
         server.shutdown()
         server.server_close()

@@ -29,6 +29,7 @@ from web.api import MAX_JSON, api_router, upload_body_limit
 from web.errors import is_storage_full, storage_error_text
 from web.jobs import JobQueue, Limits
 from web.requests import request_id, request_id_middleware
+from web.schema import openapi_config
 
 HERE = Path(__file__).resolve().parent
 log = logging.getLogger("web")
@@ -148,6 +149,7 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         # The upload route's bound; the JSON routes have their own (web/api.py: MAX_JSON).
         request_max_body_size=max(upload_body_limit(config), MAX_JSON),
         middleware=[request_id_middleware],
+        openapi_config=openapi_config(),
         before_request=same_origin_only,
 
         debug=False,

@@ -4,7 +4,7 @@
   "use strict";
   const $ = (id) => document.getElementById(id);
 
-  // -- API key: ?key= once, then sessionStorage; sent as a Bearer header ----------
+  // -- API key: ?key= once, or typed in the key dialog; kept in sessionStorage -------
   const params = new URLSearchParams(location.search);
   if (params.has("key")) {
     sessionStorage.setItem("apiKey", params.get("key"));
@@ -12,18 +12,68 @@
     const rest = params.toString();
     history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
   }
-  const apiKey = sessionStorage.getItem("apiKey") || "";
+  let apiKey = sessionStorage.getItem("apiKey") || "";
   const authHeaders = (extra = {}) => (apiKey ? { ...extra, Authorization: "Bearer " + apiKey } : extra);
 
-  async function api(path, options = {}) {
-    const response = await fetch(path, { ...options, headers: authHeaders(options.headers || {}) });
-    if (!response.ok) {
-      let message = response.status + " " + response.statusText;
-      try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
-      throw new Error(message);
-    }
-    return response.status === 204 ? null : response.json();
+  // Every API error passes here: its one-line message, HTTP status (0: no answer) and the
+  // request id a user can quote. A 401 opens the key dialog.
+  function apiError(status, body, requestId, fallback) {
+    const error = new Error((body && body.error) || fallback || (status ? "HTTP " + status : "network error"));
+    error.status = status;
+    error.requestId = (body && body.request_id) || requestId || "";
+    if (status === 401) askForKey();
+    return error;
   }
+
+  async function api(path, options = {}) {
+    let response;
+    try {
+      response = await fetch(path, { ...options, headers: authHeaders(options.headers || {}) });
+    } catch (_) { throw apiError(0, null, "", "cannot reach the server"); }
+    let body = null;
+    try { body = response.status === 204 ? null : await response.json(); } catch (_) { /* not JSON */ }
+    if (!response.ok) throw apiError(response.status, body, response.headers.get("X-Request-ID"));
+    return body;
+  }
+
+  // An error's message, with its request id in small text.
+  function showError(node, error) {
+    node.replaceChildren(document.createTextNode(error.message));
+    if (error.requestId) node.append(" ", el("small", { class: "request-id", text: "request id " + error.requestId }));
+  }
+
+  // Opened by a 401, once: after Cancel only the key button (marked as needed) opens it.
+  let keyDismissed = false;
+  function askForKey() {
+    const dialog = $("key-dialog");
+    $("key-button").classList.add("needed");
+    if (dialog.open || keyDismissed) return;
+    $("key-why").textContent = apiKey ? "The server refused this key: enter the right one."
+      : "This server needs an API key.";
+    $("key-input").value = "";
+    dialog.showModal();
+  }
+
+  function useKey(key) {
+    apiKey = key;
+    keyDismissed = false;
+    $("key-button").classList.remove("needed");
+    if (key) sessionStorage.setItem("apiKey", key); else sessionStorage.removeItem("apiKey");
+    $("key-button").textContent = key ? "API key ✓" : "API key";
+    $("key-dialog").close();
+    refreshLibrary();
+    resumeJobs();
+  }
+  $("key-button").addEventListener("click", () => {
+    $("key-why").textContent = apiKey ? "A key is set for this tab." : "No key is set for this tab.";
+    $("key-input").value = "";
+    $("key-dialog").showModal();
+  });
+  $("key-form").addEventListener("submit", (e) => { e.preventDefault(); useKey($("key-input").value.trim()); });
+  $("key-forget").addEventListener("click", () => useKey(""));
+  $("key-cancel").addEventListener("click", () => { keyDismissed = true; $("key-dialog").close(); });
+  $("key-dialog").addEventListener("cancel", () => { keyDismissed = true; }); // Escape
+  $("key-button").textContent = apiKey ? "API key ✓" : "API key";
 
   const el = (tag, props = {}, ...children) => {
     const node = document.createElement(tag);
@@ -43,7 +93,7 @@
       const h = await api("/health");
       const model = (h.models.generator || "no generator").split("/").pop();
       $("health").textContent = h.store.documents + (h.store.documents === 1 ? " document · " : " documents · ") + model;
-    } catch (e) { $("health").textContent = e.message; }
+    } catch (e) { showError($("health"), e); }
   }
 
   // -- uploads -------------------------------------------------------------------
@@ -64,20 +114,28 @@
     for (const file of Array.from(files)) uploadOne(file);
   }
 
+  // One row per file: its upload, then its job until that is done, failed or cancelled.
   function uploadRow(name) {
     const status = el("span", { class: "status", text: "uploading" });
+    const cancel = el("button", { class: "button ghost cancel", type: "button", text: "Cancel",
+      "aria-label": "Cancel " + name, hidden: "" });
     const bar = el("span");
+    const note = el("div", { class: "upload-note", hidden: "" });
     const reason = el("div", { class: "reason", hidden: "" });
-    const row = el("li", {}, el("div", { class: "upload-row" }, el("span", { class: "upload-name", text: name, title: name }), status),
-      el("div", { class: "progress" }, bar), reason);
+    const row = el("li", {}, el("div", { class: "upload-row" },
+      el("span", { class: "upload-name", text: name, title: name }), cancel, status),
+    el("div", { class: "progress" }, bar), note, reason);
     $("uploads").prepend(row);
     return {
+      cancel,
       set(label, fraction, kind) {
         status.textContent = label;
         status.className = "status " + (kind || "");
         if (fraction != null) bar.style.width = Math.round(Math.max(0, Math.min(1, fraction)) * 100) + "%";
       },
-      fail(text) { reason.hidden = false; reason.textContent = text; },
+      note(text) { note.hidden = !text; note.textContent = text || ""; },
+      error(err) { reason.hidden = !err; if (err) showError(reason, err); else reason.replaceChildren(); },
+      fail(err) { this.set("failed", 1, "failed"); this.error(err); cancel.hidden = true; },
     };
   }
 
@@ -85,41 +143,105 @@
     const row = uploadRow(file.name);
     const form = new FormData();
     form.append("files", file, file.name);
+    if ($("replace").checked) form.append("replace", "true");
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/documents");
     if (apiKey) xhr.setRequestHeader("Authorization", "Bearer " + apiKey);
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) row.set("uploading", e.loaded / e.total * 0.5); };
-    xhr.onerror = () => { row.set("failed", 1, "failed"); row.fail("network error"); };
+    xhr.onerror = () => row.fail(apiError(0, null, "", "network error: the file did not reach the server"));
     xhr.onload = () => {
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-      if (xhr.status !== 202) { row.set("failed", 1, "failed"); row.fail(body.error || "upload refused (" + xhr.status + ")"); return; }
-      pollJob(body.jobs[0], row);
+      const requestId = xhr.getResponseHeader("X-Request-ID");
+      const jobs = body.jobs || [], refused = body.refused || [];
+      if (xhr.status !== 202 && !refused.length) { row.fail(apiError(xhr.status, body, requestId)); return; }
+      // A refused file is a row with its reason, not a failed request; the first answer
+      // takes this file's row, any other (a request of several files) a row of its own.
+      let own = row;
+      const rowFor = (name) => { const r = own || uploadRow(name); own = null; return r; };
+      for (const r of refused) rowFor(r.filename).fail(apiError(r.status, r, requestId));
+      for (const job of jobs) watchJob(job, rowFor(job.filename));
     };
     xhr.send(form);
   }
 
-  function pollJob(job, row) {
+  // -- jobs ----------------------------------------------------------------------
+  // The server keeps jobs across restarts, so a network error or a 5xx only means "not
+  // now": poll again, less and less often. Only the job's own status or a 404 ends a row.
+  const POLL_MS = 700, MAX_POLL_MS = 15000;
+  const FINISHED = ["done", "failed", "cancelled"];
+  const watched = new Set();
+
+  function watchJob(job, row) {
+    watched.add(job.id);
+    const url = "/api/jobs/" + encodeURIComponent(job.id);
+    let delay = POLL_MS, ended = false;
     const show = (j) => {
-      const p = j.progress || {};
-      const fraction = p.total ? 0.5 + 0.5 * p.done / p.total : 0.55;
-      if (j.status === "done") { row.set("ready", 1, "done"); return true; }
-      if (j.status === "failed") { row.set("failed", 1, "failed"); row.fail(j.reason || "failed"); return true; }
-      row.set(j.status === "queued" ? "queued" : (p.stage || "ingesting"), fraction);
-      return false;
+      if (ended) return;
+      ended = showJob(j, row);
+      if (ended) refreshLibrary();
     };
-    if (show(job)) { refreshLibrary(); return; }
-    const timer = setInterval(async () => {
+    row.cancel.addEventListener("click", async () => {
+      row.cancel.disabled = true;
+      try { show(await api(url + "/cancel", { method: "POST" })); } catch (e) {
+        if (e.status !== 409) row.error(e); // 409: it has just finished; the next poll says how
+      } finally { row.cancel.disabled = false; }
+    });
+    const poll = async () => {
+      if (ended) return;
       try {
-        if (show(await api("/api/jobs/" + encodeURIComponent(job.id)))) { clearInterval(timer); refreshLibrary(); }
-      } catch (e) { clearInterval(timer); row.set("failed", 1, "failed"); row.fail(e.message); }
-    }, 700);
+        const j = await api(url);
+        delay = POLL_MS;
+        row.note("");
+        show(j);
+      } catch (e) {
+        if (e.status === 404) { ended = true; row.fail(e); refreshLibrary(); return; }
+        delay = Math.min(delay * 2, MAX_POLL_MS);
+        row.set("waiting for the server", null, "waiting");
+        row.note(e.message + "; trying again in " + Math.round(delay / 1000) + " s");
+      }
+      if (!ended) setTimeout(poll, delay);
+    };
+    show(job);
+    if (!ended) setTimeout(poll, delay);
+  }
+
+  // The job's state on its row; true once it has finished.
+  function showJob(job, row) {
+    const p = job.progress || {};
+    const finished = FINISHED.includes(job.status);
+    row.cancel.hidden = finished;
+    if (job.status === "done") {
+      const r = job.result || {};
+      const saved = (r.path || "").split("/").pop();
+      row.set("ready", 1, "done");
+      row.note(r.status === "unchanged" ? "already in the library"
+        : r.status === "replaced" ? "replaced the document of the same name"
+          : saved && saved !== job.filename ? "saved as " + saved : "");
+    } else if (job.status === "failed") {
+      row.fail(new Error(job.reason || "failed"));
+    } else if (job.status === "cancelled") {
+      row.set("cancelled", 1, "cancelled");
+    } else {
+      row.set(job.status === "queued" ? "queued" : (p.stage || "ingesting"),
+        p.total ? 0.5 + 0.5 * p.done / p.total : 0.55);
+    }
+    return finished;
+  }
+
+  // Jobs still queued or running when the page opens (a reload, another tab, a restart).
+  async function resumeJobs() {
+    let listing;
+    try { listing = await api("/api/jobs"); } catch (_) { return; }
+    const open = (listing.jobs || []).filter((j) => !FINISHED.includes(j.status) && !watched.has(j.id));
+    open.sort((a, b) => (a.created_at || 0) - (b.created_at || 0));
+    for (const job of open) watchJob(job, uploadRow(job.filename));
   }
 
   // -- library -------------------------------------------------------------------
   async function refreshLibrary() {
     let docs;
-    try { docs = (await api("/api/documents")).documents; } catch (e) { $("doc-count").textContent = e.message; return; }
+    try { docs = (await api("/api/documents")).documents; } catch (e) { showError($("doc-count"), e); return; }
     const list = $("library");
     list.replaceChildren();
     $("library-empty").hidden = docs.length > 0;
@@ -130,7 +252,9 @@
       del.addEventListener("click", async () => {
         if (!confirm("Delete " + d.filename + "?")) return;
         del.disabled = true;
-        try { await api("/api/documents/" + encodeURIComponent(d.id), { method: "DELETE" }); } catch (e) { alert(e.message); }
+        try { await api("/api/documents/" + encodeURIComponent(d.id), { method: "DELETE" }); } catch (e) {
+          alert(e.message + (e.requestId ? " (request id " + e.requestId + ")" : ""));
+        }
         refreshLibrary();
       });
       list.append(el("li", { "data-doc": d.id },
@@ -147,6 +271,9 @@
 
   // -- questions -----------------------------------------------------------------
   const question = $("question"), answerEl = $("answer");
+  // Shown above the answer when no sentence of it is supported by the sources.
+  const noticeEl = el("p", { id: "answer-notice", class: "note answer-notice", role: "status", hidden: "" });
+  answerEl.before(noticeEl);
   let current = null; // {answer, sources, citations}
   question.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("ask-form").requestSubmit(); }
@@ -163,6 +290,7 @@
     answerEl.setAttribute("aria-busy", "true");
     answerEl.textContent = "";
     $("answer-meta").textContent = "Searching your documents…";
+    noticeEl.hidden = true;
     $("sources").replaceChildren();
     $("sources-title").hidden = true;
     current = { sources: [], citations: [], answer: null };
@@ -171,16 +299,18 @@
         headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
         body: JSON.stringify({ question: text, stream: true }) });
       if (!response.ok) {
-        let message = response.status + "";
-        try { message = (await response.json()).error || message; } catch (_) { /* ignore */ }
+        let body = null;
+        try { body = await response.json(); } catch (_) { /* ignore */ }
+        const error = apiError(response.status, body, response.headers.get("X-Request-ID"));
         const retry = response.headers.get("Retry-After");
-        if (response.status === 503 && retry) message += " (retry in " + retry + " s)";
-        throw new Error(message);
+        if (response.status === 503 && retry) error.message += " (retry in " + retry + " s)";
+        throw error;
       }
       await readEvents(response.body.getReader(), onEvent);
     } catch (e) {
       answerEl.className = "answer error";
-      answerEl.textContent = "Error: " + e.message;
+      showError(answerEl, e);
+      answerEl.prepend("Error: ");
       $("answer-meta").textContent = "";
     } finally {
       answerEl.classList.remove("streaming");
@@ -232,57 +362,94 @@
     answerEl.replaceChildren();
     answerEl.className = "answer" + (a.refused ? " not-found" : "");
     const text = a.answer;
+    const unit = utf16Offsets(text);
     // Insertion points: the model's [n] markers, and inferred citations at their sentence's end.
     const points = [];
     const re = /\[(\d+)\]/g;
     let m;
     while ((m = re.exec(text)) !== null) {
       const n = Number(m[1]);
-      points.push({ at: m.index, len: m[0].length, n, c: findCitation(a.citations, n, m.index) });
+      points.push({ at: m.index, len: m[0].length, n, c: findCitation(a.citations, n, m.index, unit) });
     }
     const seen = new Set();
     for (const c of a.citations.filter((x) => x.inferred)) {
       const key = c.marker + ":" + c.sentence_end;
       if (seen.has(key)) continue;
       seen.add(key);
-      points.push({ at: Math.min(c.sentence_end, text.length), len: 0, n: c.marker, c, inferred: true });
+      points.push({ at: unit(c.sentence_end), len: 0, n: c.marker, c, inferred: true });
     }
     points.sort((x, y) => x.at - y.at || y.len - x.len);
-    let last = 0;
-    for (const p of points) {
-      if (p.at < last) continue;
-      if (p.at > last) answerEl.append(document.createTextNode(text.slice(last, p.at)));
-      const b = chip(p.n, p.c);
-      if (p.inferred) {
-        b.classList.add("inferred");
-        b.title = "added by the checker: the model did not cite this" +
-          (p.c.supported ? "" : " (not supported by the passage)");
-        answerEl.append(document.createTextNode(" "));
+    let last = 0, next = 0;
+    // Append text[last, to) to box with its chips; a point at `to` of no length (an inferred
+    // citation at its sentence's end) goes in too when the box is that sentence.
+    const fill = (box, to, closing) => {
+      for (; next < points.length; next++) {
+        const p = points[next];
+        if (p.at > to || (p.at === to && !(closing && p.len === 0))) break;
+        if (p.at < last) continue;
+        if (p.at > last) box.append(document.createTextNode(text.slice(last, p.at)));
+        const b = chip(p.n, p.c);
+        if (p.inferred) {
+          b.classList.add("inferred");
+          b.title = "added by the checker: the model did not cite this" +
+            (p.c.supported ? "" : " (not supported by source " + p.n + ")");
+          box.append(document.createTextNode(" "));
+        }
+        box.append(b);
+        last = p.at + p.len;
       }
-      answerEl.append(b);
-      last = p.at + p.len;
+      if (to > last) { box.append(document.createTextNode(text.slice(last, to))); last = to; }
+    };
+    // Each sentence in a span; one the sources do not support is marked (never in a refusal).
+    for (const s of a.refused ? [] : (a.sentences || [])) {
+      const start = unit(s.start), end = unit(s.end);
+      if (start < last) continue;
+      fill(answerEl, start, false);
+      const box = el("span", { class: "sentence" });
+      fill(box, end, true);
+      if (s.supported === false) {
+        box.classList.add("unsupported");
+        box.title = "Not supported by the sources: check it against the documents.";
+        box.append(el("span", { class: "unsupported-badge", text: "unsupported",
+          title: "No source supports this sentence" }));
+      }
+      answerEl.append(box);
     }
-    if (last < text.length) answerEl.append(document.createTextNode(text.slice(last)));
+    fill(answerEl, text.length, true);
     const t = a.timings || {};
+    const failed = a.citations.filter((c) => !c.supported).length;
+    const noneSupported = !a.refused && a.support === "none";
+    noticeEl.hidden = !noneSupported;
+    noticeEl.textContent = noneSupported ? a.notice : "";
     $("answer-meta").textContent = a.refused ? "Not found in your documents." :
       (a.citations.length + " citation" + (a.citations.length === 1 ? "" : "s") +
+       (failed ? " (" + failed + " not supported)" : "") +
        (t.total_s != null ? " · " + t.total_s.toFixed(1) + " s" : "") +
        (a.generation_tps ? " · " + a.generation_tps.toFixed(0) + " tok/s" : "") +
-       (a.notice ? " · " + a.notice : ""));
+       (a.notice && !noneSupported ? " · " + a.notice : ""));
     renderSources(a.sources);
   }
 
-  function findCitation(citations, marker, offset) {
+  // Python's offsets count code points, JavaScript's UTF-16 units: they differ past U+FFFF.
+  function utf16Offsets(text) {
+    const units = [0];
+    for (const ch of text) units.push(units[units.length - 1] + ch.length);
+    return (n) => units[Math.max(0, Math.min(n, units.length - 1))];
+  }
+
+  function findCitation(citations, marker, offset, unit = (n) => n) {
     // The citation for this marker whose sentence holds (or ends just before) the marker.
     const same = citations.filter((c) => c.marker === marker && !c.inferred);
-    return same.find((c) => offset >= c.sentence_start && offset <= c.sentence_end + 8) || same[0] || null;
+    return same.find((c) => offset >= unit(c.sentence_start) && offset <= unit(c.sentence_end) + 8) || same[0] || null;
   }
 
   function chip(n, citation) {
     const b = el("button", { class: "chip", type: "button", text: String(n), "aria-label": "Source " + n });
     if (citation && !citation.supported) {
+      // A failed check is no citation: the chip is struck through, and says so.
       b.classList.add("unsupported");
-      b.title = "not supported by the passage";
+      b.title = "not supported by source " + n;
+      b.setAttribute("aria-label", "Source " + n + ", not supported");
     }
     b.addEventListener("click", () => {
       document.querySelectorAll(".chip.active").forEach((x) => x.classList.remove("active"));
@@ -361,4 +528,5 @@
   document.addEventListener("keydown", (e) => { if (e.key === "Escape") closePanel(); });
 
   refreshLibrary();
+  resumeJobs();
 })();
