@@ -124,8 +124,14 @@ def upload(base: str, key: str, name: str, data: bytes, expect: str) -> dict:
         if status == 200:
             job = json.loads(reply)
     out.update(job=job["status"], reason=job.get("reason", ""),
+               doc_id=(job.get("result") or {}).get("doc_id", ""),
                total_s=time.perf_counter() - start)
     return out
+
+
+def library(base: str, key: str) -> set[str]:
+    status, body = request(base + "/api/documents", key, timeout=60)
+    return {d["id"] for d in json.loads(body)["documents"]} if status == 200 else set()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     status, body = request(base + "/health", args.key, timeout=10)
     print(f"health before: {status} {body[:200].decode(errors='replace')}")
     files = sample_files(args.uploads)
+    before = library(base, args.key)
     start = time.perf_counter()
     healthy_during: list[float] = []
     stop = threading.Event()
@@ -186,9 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         wrong += not ok
         print(f"  {'ok ' if ok else 'BAD'} {r['file']:<14} http {r['status']} job={r.get('job')}"
               f" {r.get('total_s', 0):6.1f} s {r.get('reason') or r.get('error') or ''}")
-    finite = [s for s in healthy_during if s != float("inf")]
+    finite = sorted(s for s in healthy_during if s != float("inf"))
     print(f"/health during load: {len(finite)}/{len(healthy_during)} answered"
-          + (f", max {max(finite) * 1000:.0f} ms" if finite else ""))
+          + (f", p50 {statistics.median(finite) * 1000:.0f} ms, max {finite[-1] * 1000:.0f} ms"
+             if finite else ""))
+    accepted = {r["doc_id"] for r in up_results if r.get("job") == "done" and r.get("doc_id")}
+    listed = library(base, args.key)
+    missing = accepted - listed
+    print(f"documents: {len(accepted)} accepted and stored, {len(listed)} listed"
+          f" ({len(before)} before); accepted but not listed: {len(missing)};"
+          f" listed = before + accepted: {listed == before | accepted}")
+    wrong += len(missing) + (listed != before | accepted)
     status, body = request(base + "/health", args.key, timeout=10)
     print(f"health after: {status} {body[:300].decode(errors='replace')}")
     failed = wrong or status != 200 or not all(r["ok"] for r in ask_results)
