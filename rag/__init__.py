@@ -32,7 +32,7 @@ _MODULES = {
     "rag.streams": "Busy EngineError",
     "rag.prompt": "pages_label source_title",
     "rag.citations": "Citation",
-    "rag.types": "Passage Document Chunk Page",
+    "rag.types": "Passage Document Chunk Page Turn",
 }
 _API = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = sorted(_API)

@@ -41,7 +41,7 @@ from rag.citations import (
 from rag.prompt import NOT_FOUND, SYSTEM_PROMPT, build_prompt
 from rag.runtime import Runtime
 from rag.streams import EngineError, GenEvent, GenRequest, GenStream
-from rag.types import Passage
+from rag.types import Passage, Turn
 
 # A model's own "not in the sources" reply, in the first sentence of its answer.
 _REFUSAL = re.compile(
@@ -156,8 +156,11 @@ def is_refusal(text: str) -> bool:
 
 def start_answer(question: str, runtime: Runtime, *, k: int | None = None,
                  doc_ids: Sequence[str] | None = None, max_tokens: int | None = None,
-                 temperature: float | None = None) -> AnswerRun:
+                 temperature: float | None = None, history: Sequence[Turn] = ()) -> AnswerRun:
     """Retrieve, build the prompt and queue it on the engine (blocking: it embeds).
+
+    `history`: the conversation's earlier turns, oldest first (a follow-up question is
+    searched and answered in their light).
 
     Raises streams.Busy when the engine's queue is full, before anything is sent.
     """

@@ -49,7 +49,7 @@ from rag.embed import model_name
 from rag.lexical import content_terms, latin_share, overlap, words
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten
-from rag.types import Passage
+from rag.types import Passage, Turn
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,9 @@ def weights(question: str, embedder_name: str, fusion: Fusion = DEFAULT_FUSION
 
 
 def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | None = None,
-           fusion: Fusion = DEFAULT_FUSION) -> list[Passage]:
-    """The `k` best passages for `question`, optionally only from `doc_ids`."""
+           fusion: Fusion = DEFAULT_FUSION, history: Sequence[Turn] = ()) -> list[Passage]:
+    """The `k` best passages for `question`, optionally only from `doc_ids`; `history`:
+    the conversation's earlier turns, oldest first."""
     store = runtime.store
     vector = runtime.embedder.embed_batch([question], query=True)[0]
     wp, wv, wj, wt = weights(question, runtime.embedder.name, fusion)

@@ -58,3 +58,12 @@ class Passage:
     heading: str = ""
     score: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation, as later questions see it."""
+
+    question: str
+    answer: str = ""  # the answer's text, with its [n] markers
+    doc_ids: tuple[str, ...] = ()  # the documents its answer cited (or, if none, retrieved)
