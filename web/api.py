@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,13 +11,13 @@ from typing import Any
 from litestar import Request, Response, Router, delete, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.response import File, ServerSentEvent, ServerSentEventMessage
+from litestar.response import File
 
+from web.asking import MAX_JSON, MAX_QUESTION, answer_request, question_options, read_json
 from web.errors import is_storage_full
 from web.jobs import ascii_filename
 from web.requests import request_id
 
-MAX_QUESTION = 2000
 log = logging.getLogger("web")
 
 
@@ -37,7 +36,6 @@ def _record(state: State, doc_id: str):
 
 
 # -- documents -------------------------------------------------------------
-MAX_JSON = 256 * 1024  # bytes of a JSON request body (a question, its options)
 MAX_QUERY = MAX_QUESTION  # characters of a search query
 
 
@@ -165,144 +163,12 @@ def list_jobs(state: State) -> dict:
 
 
 # -- questions ---------------------------------------------------------------
-def _options(data: Any) -> dict:
-    if not isinstance(data, dict):
-        raise HTTPException(status_code=400, detail="body must be a JSON object")
-    question = data.get("question")
-    if not isinstance(question, str) or not question.strip():
-        raise HTTPException(status_code=422, detail="question: required, a non-empty string")
-    if len(question) > MAX_QUESTION:
-        raise HTTPException(status_code=422, detail=f"question: longer than {MAX_QUESTION}"
-                            " characters")
-    k = data.get("k")
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 20):
-        raise HTTPException(status_code=422, detail="k: an integer from 1 to 20")
-    doc_ids = data.get("doc_ids")
-    if doc_ids is not None and (not isinstance(doc_ids, list)
-                                or not all(isinstance(d, str) for d in doc_ids)):
-        raise HTTPException(status_code=422, detail="doc_ids: a list of document ids")
-    return {"question": question.strip(), "k": k, "doc_ids": doc_ids or None}
-
-
-def _event_json(event) -> tuple[str, dict]:
-    from rag import source_json
-
-    if event.type == "token":
-        return "token", {"text": event.text}
-    if event.type == "sources":
-        return "sources", {"sources": [source_json(i + 1, p)
-                                       for i, p in enumerate(event.sources)]}
-    if event.type == "citation":
-        return "citation", event.citation.to_json()
-    return "done", event.answer.to_json()
-
-
-class _SSE(ServerSentEvent):
-    """An SSE response from a handler that also returns JSON: keep text/event-stream."""
-
-    def to_asgi_response(self, *args: Any, **kwargs: Any):
-        kwargs["media_type"] = "text/event-stream"
-        return super().to_asgi_response(*args, **kwargs)
-
-
-def _busy(reason: str, retry_after: float) -> HTTPException:
-    return HTTPException(status_code=503, detail=reason,
-                         headers={"Retry-After": str(max(1, round(retry_after)))})
-
-
-class _Admission:
-    """Questions in flight (retrieving, queued or generating), bounded by the engine's
-    running + waiting limits, so a flood is refused at the door before any work."""
-
-    def __init__(self, state: State):
-        self.state, self.held = state, False
-
-    def enter(self) -> None:
-        config = self.state.runtime.config
-        limit = config.max_running + config.max_waiting
-        if self.state.asks >= limit:
-            raise _busy(f"busy: {self.state.asks} questions in progress (limit {limit});"
-                        " try again shortly", retry_after=5)
-        self.state.asks += 1
-        self.held = True
-
-    def leave(self) -> None:
-        if self.held:
-            self.state.asks -= 1
-            self.held = False
-
-
-async def _start(state: State, options: dict):
-    """Retrieve and queue the answer on the engine; Busy becomes 503 before any output."""
-    from rag import Busy, start_answer
-
-    loop = asyncio.get_running_loop()
-    runtime = state.runtime
-    try:
-        return await loop.run_in_executor(runtime.worker, functools.partial(
-            start_answer, options["question"], runtime, k=options["k"],
-            doc_ids=options["doc_ids"]))
-    except Busy as exc:
-        raise _busy(str(exc), exc.retry_after) from exc
-
-
-def _stream(run, admission: _Admission) -> ServerSentEvent:
-    async def messages():
-        try:
-            async for event in run.aevents():
-                name, payload = _event_json(event)
-                yield ServerSentEventMessage(event=name, data=json.dumps(payload))
-        except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
-            log.warning("answer failed: %s", _short(exc))
-            yield ServerSentEventMessage(event="error", data=json.dumps({"error": _short(exc)}))
-        finally:  # also when the client leaves: closing this generator cancels the answer
-            admission.leave()
-
-    return _SSE(messages(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:500]
-
-
 @post("/ask", status_code=200, request_max_body_size=MAX_JSON)
 async def ask(request: Request, state: State) -> Any:
-    from rag import DoneEvent, EngineError
-
-    try:
-        data = await request.json()
-    except HTTPException:  # the body is over its bound (413)
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise HTTPException(status_code=400, detail="body must be JSON") from exc
-    options = _options(data)
-    admission = _Admission(state)
-    admission.enter()
-    try:
-        run = await _start(state, options)
-    except BaseException:
-        admission.leave()
-        raise
-    if data.get("stream"):
-        return _stream(run, admission)  # the stream leaves when it ends
-    watch = asyncio.create_task(_cancel_on_disconnect(request, run))
-    try:
-        done = [e async for e in run.aevents() if isinstance(e, DoneEvent)]
-    except EngineError as exc:
-        raise HTTPException(status_code=502, detail=_short(exc)) from exc
-    finally:
-        watch.cancel()
-        admission.leave()
-    return done[-1].answer.to_json()
-
-
-async def _cancel_on_disconnect(request: Request, run) -> None:
-    """A client that hangs up on a non-streamed answer cancels its generation."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    if run.stream is not None:
-        run.stream.cancel()
+    """Answer a question: JSON, or server-sent events with `"stream": true`."""
+    data = await read_json(request)
+    return await answer_request(request, state, question_options(data),
+                                stream=bool(data.get("stream")))
 
 
 @get("/search")

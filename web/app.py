@@ -125,7 +125,7 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
 
             state.runtime = open_runtime(config)
         state.runtime.engine()  # the model loads once; its engine answers every question
-        state.asks = 0  # questions in flight (web/api.py: _Admission)
+        state.asks = 0  # questions in flight (web/asking.py: Admission)
         state.jobs = JobQueue(state.runtime, Limits.from_config(config))
         state.jobs.start()  # resumes the jobs a crash or a stop left unfinished
 
