@@ -17,6 +17,7 @@ from web.asking import MAX_JSON, MAX_QUESTION, answer_request, question_options,
 from web.errors import is_storage_full
 from web.jobs import ascii_filename
 from web.requests import request_id
+from web.threads import ROUTES as THREAD_ROUTES
 
 log = logging.getLogger("web")
 
@@ -191,4 +192,4 @@ async def search(state: State, q: str, k: int = 6) -> dict:
 def api_router(guards: list) -> Router:
     return Router(path="/api", guards=guards, route_handlers=[
         upload, list_documents, get_document, delete_document, document_file, get_job,
-        cancel_job, list_jobs, ask, search])
+        cancel_job, list_jobs, ask, search, *THREAD_ROUTES])
