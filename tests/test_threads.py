@@ -74,3 +74,37 @@ def test_a_thread_survives_a_restart(pack_config, tmp_path):
                            {"Content-Type": "application/json"})[0] == 404
     finally:
         server.kill()
+
+
+@pytest.mark.slow
+def test_rag_ask_within_a_thread(pack_config, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_browser import offline_env
+
+    env = offline_env(pack_config)
+    db = ["--db", str(tmp_path / "db")]
+
+    def rag(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "rag.cli", *args, "--offline", *db],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    rag("ingest", str(CORPORA), "-q")
+    first = rag("ask", "When was the Aurora observatory completed?", "--thread", "new", "--json")
+    thread_id = json.loads(first.stdout)["thread"]
+    assert f"thread {thread_id}" in first.stderr
+    rag("ask", "Who designed it?", "--thread", thread_id, "--json")
+    shown = json.loads(rag("threads", thread_id, "--json").stdout)
+    assert [t["question"] for t in shown["turns"]] == [
+        "When was the Aurora observatory completed?", "Who designed it?"]
+    assert thread_id in rag("threads").stdout
+    missing = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "x", "--thread", "nope",
+                              "--offline", *db], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert missing.returncode == 1 and "--thread nope: no such thread" in missing.stderr
+    rag("threads", thread_id, "--delete")
+    assert thread_id not in rag("threads").stdout

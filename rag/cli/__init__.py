@@ -13,8 +13,10 @@ COMMANDS = {
     "ingest": ("rag.cli.ingest", "ingest", "Ingest files and folders into the store."),
     "ask": ("rag.cli.ask", "ask", "Answer a question from the stored documents, with citations."),
     "search": ("rag.cli.ask", "search", "Show the passages retrieved for a query."),
+    "threads": ("rag.cli.threads", "threads", "List conversations; show or delete one."),
     "eval": ("rag.cli.eval", "eval_command", "Measure retrieval (and answers) on a question set."),
     "serve": ("rag.cli.serve", "serve", "Run the web page and JSON API."),
+    "mcp": ("rag.cli.mcp", "mcp_command", "Serve search and cited answers to MCP clients (stdio)."),
     "bench": ("rag.cli.bench", "bench", "Benchmarks that print figures side by side."),
 }
 

@@ -35,27 +35,54 @@ def _runtime(config):
 @click.option("--max-tokens", type=click.IntRange(1), help="Longest answer, in tokens.")
 @click.option("--temperature", type=click.FloatRange(0.0), help="0 = greedy.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--thread", "thread_id", metavar="ID|new",
+              help="Ask within a conversation (rag threads lists them): its earlier turns"
+                   " guide the search and the answer, which becomes its next turn; 'new'"
+                   " starts one and prints its id.")
 @config_options
-def ask(question, doc_ids, k, max_tokens, temperature, as_json, config):
+def ask(question, doc_ids, k, max_tokens, temperature, as_json, thread_id, config):
     """Answer QUESTION from the stored documents, citing sources as [n]."""
     from rag import DoneEvent, TokenEvent, stream_answer
 
     runtime = _runtime(config)
+    threads, history = None, []
+    if thread_id:
+        threads, thread_id, history = _open_thread(runtime, thread_id)
     done = None
     try:
         for event in stream_answer(question, runtime, k=k, doc_ids=doc_ids,
-                                   max_tokens=max_tokens, temperature=temperature):
+                                   max_tokens=max_tokens, temperature=temperature,
+                                   history=history):
             if isinstance(event, TokenEvent) and not as_json:
                 click.echo(event.text, nl=False)
             elif isinstance(event, DoneEvent):
                 done = event.answer
     except _errors() as exc:
         raise click.ClickException(str(exc)) from exc
+    if threads is not None:
+        threads.add_turn(thread_id, question, done.to_json())
     if as_json:
-        click.echo(json.dumps(done.to_json(), ensure_ascii=False, indent=2))
+        out = done.to_json()
+        if threads is not None:
+            out["thread"] = thread_id
+        click.echo(json.dumps(out, ensure_ascii=False, indent=2))
         return
     click.echo()
     _print_sources(done)
+
+
+def _open_thread(runtime, thread_id: str):
+    """(threads, id, history) for --thread; 'new' creates one and says its id on stderr."""
+    from rag.store.threads import Threads
+
+    threads = Threads(runtime.store.db)
+    if thread_id == "new":
+        thread_id = threads.create().id
+        click.echo(f"thread {thread_id}", err=True)
+    elif threads.get(thread_id) is None:
+        raise click.ClickException(f"--thread {thread_id}: no such thread (rag threads"
+                                   " lists them)")
+    return threads, thread_id, threads.history(thread_id)
 
 
 def _print_sources(answer) -> None:

@@ -116,3 +116,12 @@ class Threads:
             self.threads.delete(f"id = {quote(thread_id)}")
             self.turns.delete(f"thread_id = {quote(thread_id)}")
         return found
+
+
+def open_threads(root) -> Threads:
+    """The threads of the store under `root`, without loading an embedder (`rag threads`)."""
+    from pathlib import Path
+
+    import lancedb
+
+    return Threads(lancedb.connect(str(Path(root) / "lance")))  # the Store's tables folder
