@@ -2,7 +2,7 @@
 
 Startup opens the runtime (unless given), loads the generator once and starts
 the single ingestion worker; shutdown stops the worker. Errors are always JSON
-`{"error": "..."}`; with `config.api_key` set, /api/* and /health need
+`{"error": "..."}`; with `config.api_key` set, /api/*, /v1/* and /health need
 `Authorization: Bearer KEY`.
 """
 
@@ -18,6 +18,7 @@ from litestar.connection import ASGIConnection
 from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers import asgi
 from litestar.handlers.base import BaseRouteHandler
 from litestar.response import Template
 from litestar.static_files import create_static_files_router
@@ -28,6 +29,7 @@ from rag import Config
 from web.api import MAX_JSON, api_router, upload_body_limit
 from web.errors import is_storage_full, storage_error_text
 from web.jobs import JobQueue, Limits
+from web.openai_api import openai_router
 from web.requests import request_id, request_id_middleware
 from web.schema import openapi_config
 
@@ -117,6 +119,10 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
                ) -> Litestar:
     """The app; `allowed_hosts` (names the Host header may carry) guards against DNS
     rebinding when a key-less server listens on loopback."""
+    from rag.mcp_server import HttpEndpoint  # MCP over streamable HTTP at /mcp
+
+    mcp = HttpEndpoint(runtime, host=config.host)
+
     def startup(app: Litestar) -> None:
         state = app.state
         state.own_runtime = state.get("runtime") is None
@@ -124,6 +130,7 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
             from rag import open_runtime
 
             state.runtime = open_runtime(config)
+        mcp.runtime = state.runtime
         state.runtime.engine()  # the model loads once; its engine answers every question
         state.asks = 0  # questions in flight (web/asking.py: Admission)
         state.jobs = JobQueue(state.runtime, Limits.from_config(config))
@@ -137,12 +144,13 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
             app.state.runtime.close()
 
     return Litestar(
-        route_handlers=[index, health, api_router([require_key]),
+        route_handlers=[index, health, api_router([require_key]), openai_router([require_key]),
                         create_static_files_router(path="/static",
-                                                   directories=[HERE / "static"])],
+                                                   directories=[HERE / "static"]),
+                        asgi("/mcp", is_mount=True, guards=[require_key], copy_scope=True)(mcp)],
         state=State({"config": config, "runtime": runtime,
                      "allowed_hosts": {h.strip("[]").lower() for h in allowed_hosts or ()}}),
-        on_startup=[startup], on_shutdown=[shutdown],
+        on_startup=[startup], on_shutdown=[shutdown], lifespan=[mcp.lifespan],
         template_config=TemplateConfig(directory=HERE / "templates",
                                        engine=JinjaTemplateEngine),
         exception_handlers={HTTPException: http_error, Exception: server_error},
