@@ -462,3 +462,126 @@ def test_upload_rows_refusals_names_outages_and_cancel(keyed, chromium, tmp_path
     expect(row.get_by_role("button", name="Cancel held.md")).to_be_hidden()
     assert cancels == ["POST"]
     page.close()
+
+
+# -- conversations ---------------------------------------------------------------------
+FIRST = "When was the Aurora observatory completed?"
+FOLLOW_UP = "How fast does the map lichen grow?"
+WAIT = 30_000  # for what waits on the server: a hang guard, not a speed bound
+
+
+def test_a_conversation_keeps_its_turns_and_each_turn_its_sources(pack_config, tmp_path,
+                                                                   chromium):
+    """Ask, then follow up in the same thread: the follow-up streams below the first answer
+    and its chip opens its own source (as stored by the server); after a reload the thread
+    is listed and reopens with both turns and working chips; Delete (confirmed) removes it."""
+    import threading
+
+    from playwright.sync_api import expect
+
+    from tests.test_answer import quote_source
+    from tests.test_remote import Stub, chunk, send_event, start_events
+
+    held = threading.Event()  # the follow-up's answer stops halfway until the test has seen it
+
+    def scripted(handler, body):  # each answer is its source's sentence, cited, word by word
+        user = body["messages"][-1]["content"]
+        follow_up = "lichen" in user.rsplit("Question: ", 1)[-1]
+        n, sentence = quote_source(user, "0.5 millimetres" if follow_up else "1987")
+        words = re.findall(r"\S+\s*", f"{sentence[:-1]} [{n}].")
+        start_events(handler)
+        for word in words:
+            send_event(handler, chunk(word))
+            if follow_up and word.startswith("millimetres"):
+                held.wait(120)
+        send_event(handler, chunk(finish="stop"))
+        send_event(handler, "[DONE]")
+
+    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", "-q", "--offline", "--db",
+                    str(tmp_path / "db"), str(CORPORA / "aurora-observatory.pdf"),
+                    str(CORPORA / "lichen-field-notes.md")], cwd=ROOT,
+                   env=offline_env(pack_config), check=True, capture_output=True)
+    with Stub(scripted) as stub:
+        server = run_server(pack_config, tmp_path, RAG_GENERATOR_URL=stub.url)
+        url = next(server)
+        page = chromium.new_page(viewport={"width": 1360, "height": 900})
+        try:
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            expect(page.locator("#threads-empty")).to_be_visible()
+            turns, listed = page.locator("#turns .turn"), page.locator("#threads li")
+
+            page.fill("#question", FIRST)
+            page.press("#question", "Enter")
+            expect(turns.first.locator(".answer .chip")).to_have_count(1, timeout=120_000)
+            expect(listed).to_have_count(1, timeout=WAIT)
+            expect(listed.first).to_have_class(re.compile(r"\bcurrent\b"))
+
+            page.fill("#question", FOLLOW_UP)
+            page.press("#question", "Enter")
+            expect(turns).to_have_count(2)
+            second = turns.nth(1)
+            expect(second.locator(".turn-question")).to_have_text(FOLLOW_UP)
+            answer = second.locator(".answer")
+            expect(answer).to_contain_text("0.5 millimetres", timeout=120_000)  # not done yet
+            expect(answer).to_have_attribute("aria-busy", "true")
+            expect(answer.locator(".chip")).to_have_count(0)
+            held.set()
+            expect(answer.locator(".chip")).to_have_count(1, timeout=60_000)
+            expect(answer).to_have_attribute("id", "answer")  # the latest turn is "the answer"
+            expect(turns.first.locator(".answer")).to_contain_text("1987")
+            assert turns.first.bounding_box()["y"] < second.bounding_box()["y"] \
+                < page.locator("#ask-form").bounding_box()["y"]
+            expect(listed).to_have_count(1)  # the follow-up was asked in the same thread
+
+            thread_id = listed.first.get_attribute("data-thread")
+            with urllib.request.urlopen(f"{url}/api/threads/{thread_id}", timeout=60) as r:
+                stored = json.load(r)
+            assert [t["question"] for t in stored["turns"]] == [FIRST, FOLLOW_UP]
+
+            def check_chips():  # each turn's chip opens that turn's own source
+                for turn, shown in zip(stored["turns"], [turns.first, turns.nth(1)]):
+                    chip = shown.locator(".answer .chip").first
+                    marker = int(chip.inner_text())
+                    source = turn["answer"]["sources"][marker - 1]
+                    citation = next(c for c in turn["answer"]["citations"]
+                                    if c["marker"] == marker)
+                    chip.click()
+                    expect(page.locator("#panel")).to_be_visible()
+                    expect(page.locator("#panel-title")).to_have_text(
+                        source["title"] or source["path"])
+                    assert page.locator("#panel-text").text_content() == source["text"]
+                    start, end = citation["span"]
+                    assert page.locator("#panel-text mark").text_content() == \
+                        source["text"][start:end]
+                assert "lichen" in page.locator("#panel-text").text_content().lower()
+
+            check_chips()
+            page.screenshot(path=str(tmp_path / "thread.png"), full_page=True)
+
+            page.reload()
+            expect(listed).to_have_count(1, timeout=WAIT)
+            expect(listed.first).to_contain_text(FIRST)
+            expect(turns).to_have_count(0)
+            listed.first.locator(".thread-open").click()
+            expect(turns).to_have_count(2, timeout=WAIT)
+            expect(page.locator("#turns .turn-question")).to_have_text([FIRST, FOLLOW_UP])
+            check_chips()
+            page.keyboard.press("Escape")
+
+            delete = listed.first.get_by_role("button", name=re.compile("^Delete conversation"))
+            page.once("dialog", lambda d: d.dismiss())
+            delete.click()
+            expect(listed).to_have_count(1)
+            page.once("dialog", lambda d: d.accept())
+            delete.click()
+            expect(listed).to_have_count(0, timeout=WAIT)
+            expect(turns).to_have_count(0)  # the open thread is gone: a new conversation
+            with urllib.request.urlopen(f"{url}/api/threads", timeout=60) as r:
+                assert json.load(r)["threads"] == []
+            assert not errors, errors
+        finally:
+            held.set()
+            page.close()
+            server.close()

@@ -1,104 +1,89 @@
-// Asking: the question box, the streamed answer, and its rendering with citation chips
-// and per-sentence support markers.
-import { $, el, showError } from "./dom.js";
-import { authHeaders, apiError } from "./api.js";
-import { closePanel, openPanel, renderSources, setSources } from "./sources.js";
+// A turn of the conversation on the page: its question, its answer with citation chips and
+// per-sentence support marks, and its sources. The same rendering serves an answer that has
+// just streamed in (the SSE "done" event) and one reopened from a stored thread.
+import { $, el } from "./dom.js";
+import { openPanel, renderSources } from "./sources.js";
 
-let question, answerEl, noticeEl;
+// The newest turn's parts carry these ids: "the answer on screen" for scripts and tests.
+const LATEST = ["answer-notice", "answer", "answer-meta", "sources-title", "sources"];
 
-export function initAnswer() {
-  question = $("question");
-  answerEl = $("answer");
-  // Shown above the answer when no sentence of it is supported by the sources.
-  noticeEl = el("p", { id: "answer-notice", class: "note answer-notice", role: "status", hidden: "" });
-  answerEl.before(noticeEl);
-  question.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("ask-form").requestSubmit(); }
-  });
-  $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask(question.value.trim()); });
+// A new turn block for `question`, appended to #turns and made the latest. Its parts are
+// returned as a view: { root, notice, answer, meta, sourcesBox, sourcesTitle, sources }.
+// Earlier turns fold their sources away (their chips still open them).
+export function addTurn(question) {
+  const view = {
+    notice: el("p", { class: "note answer-notice", role: "status", hidden: "" }),
+    answer: el("div", { class: "answer", "aria-busy": "false" }),
+    meta: el("p", { class: "muted meta" }),
+    sourcesTitle: el("h3", { text: "Sources" }),
+    sources: el("ol", { class: "sources" }),
+  };
+  view.sourcesBox = el("details", { class: "turn-sources", open: "", hidden: "" },
+    el("summary", {}, view.sourcesTitle), view.sources);
+  view.root = el("article", { class: "card turn" },
+    el("h2", { class: "turn-question", text: question }),
+    view.notice, view.answer, view.meta, view.sourcesBox);
+  for (const id of LATEST) $(id)?.removeAttribute("id");
+  [view.notice, view.answer, view.meta, view.sourcesTitle, view.sources]
+    .forEach((node, i) => { node.id = LATEST[i]; });
+  $("turns").querySelectorAll(".turn-sources").forEach((box) => { box.open = false; });
+  $("turns").append(view.root);
+  return view;
 }
 
-async function ask(text) {
-  if (!text) return;
-  const button = $("ask-button");
-  button.disabled = true;
-  closePanel();
-  $("answer-card").hidden = false;
-  answerEl.className = "answer streaming";
-  answerEl.setAttribute("aria-busy", "true");
-  answerEl.textContent = "";
-  $("answer-meta").textContent = "Searching your documents…";
-  noticeEl.hidden = true;
-  $("sources").replaceChildren();
-  $("sources-title").hidden = true;
-  setSources([]);
-  try {
-    const response = await fetch("/api/ask", { method: "POST",
-      headers: authHeaders({ "Content-Type": "application/json", Accept: "text/event-stream" }),
-      body: JSON.stringify({ question: text, stream: true }) });
-    if (!response.ok) {
-      let body = null;
-      try { body = await response.json(); } catch (_) { /* ignore */ }
-      const error = apiError(response.status, body, response.headers.get("X-Request-ID"));
-      const retry = response.headers.get("Retry-After");
-      if (response.status === 503 && retry) error.message += " (retry in " + retry + " s)";
-      throw error;
-    }
-    await readEvents(response.body.getReader(), onEvent);
-  } catch (e) {
-    answerEl.className = "answer error";
-    showError(answerEl, e);
-    answerEl.prepend("Error: ");
-    $("answer-meta").textContent = "";
-  } finally {
-    answerEl.classList.remove("streaming");
-    answerEl.setAttribute("aria-busy", "false");
-    button.disabled = false;
-  }
-}
-
-async function readEvents(reader, handle) {
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message"; const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-      }
-      if (data.length) handle(name, JSON.parse(data.join("\n")));
-    }
-  }
-}
-
-// "citation" events also arrive while streaming; "done" carries them all, so they are not kept.
-function onEvent(name, data) {
-  if (name === "sources") {
-    setSources(data.sources);
-    $("answer-meta").textContent = data.sources.length ? "Writing the answer…" : "";
-  } else if (name === "token") {
-    answerEl.append(document.createTextNode(data.text));
-  } else if (name === "done") {
-    setSources(data.sources);
-    renderAnswer(data);
-  } else if (name === "error") {
-    throw new Error(data.error);
-  }
-}
-
-function renderAnswer(a) {
-  answerEl.replaceChildren();
-  answerEl.className = "answer" + (a.refused ? " not-found" : "");
+// Render an answer's JSON (/api/ask's answer, the "done" event, a stored turn) into a view.
+export function renderAnswer(view, a) {
+  const box = view.answer;
+  box.replaceChildren();
+  box.className = "answer" + (a.refused ? " not-found" : "");
   const text = a.answer;
   const unit = utf16Offsets(text);
-  // Insertion points: the model's [n] markers, and inferred citations at their sentence's end.
+  const open = (n, citation, opener) => openPanel(a.sources, n, citation, opener);
+  const points = insertionPoints(a, unit);
+  let last = 0, next = 0;
+  // Append text[last, to) to `into` with its chips; a point at `to` of no length (an
+  // inferred citation at its sentence's end) goes in too when `into` is that sentence.
+  const fill = (into, to, closing) => {
+    for (; next < points.length; next++) {
+      const p = points[next];
+      if (p.at > to || (p.at === to && !(closing && p.len === 0))) break;
+      if (p.at < last) continue;
+      if (p.at > last) into.append(document.createTextNode(text.slice(last, p.at)));
+      const b = chip(p.n, p.c, open);
+      if (p.inferred) {
+        b.classList.add("inferred");
+        b.title = "added by the checker: the model did not cite this" +
+          (p.c.supported ? "" : " (not supported by source " + p.n + ")");
+        into.append(document.createTextNode(" "));
+      }
+      into.append(b);
+      last = p.at + p.len;
+    }
+    if (to > last) { into.append(document.createTextNode(text.slice(last, to))); last = to; }
+  };
+  // Each sentence in a span; one the sources do not support is marked (never in a refusal).
+  for (const s of a.refused ? [] : (a.sentences || [])) {
+    const start = unit(s.start), end = unit(s.end);
+    if (start < last) continue;
+    fill(box, start, false);
+    const span = el("span", { class: "sentence" });
+    fill(span, end, true);
+    if (s.supported === false) {
+      span.classList.add("unsupported");
+      span.title = "Not supported by the sources: check it against the documents.";
+      span.append(el("span", { class: "unsupported-badge", text: "unsupported",
+        title: "No source supports this sentence" }));
+    }
+    box.append(span);
+  }
+  fill(box, text.length, true);
+  renderMeta(view, a);
+  renderSources(view.sources, view.sourcesBox, a.sources, open);
+}
+
+// Where chips go: the model's [n] markers, and inferred citations at their sentence's end.
+function insertionPoints(a, unit) {
+  const text = a.answer;
   const points = [];
   const re = /\[(\d+)\]/g;
   let m;
@@ -113,56 +98,21 @@ function renderAnswer(a) {
     seen.add(key);
     points.push({ at: unit(c.sentence_end), len: 0, n: c.marker, c, inferred: true });
   }
-  points.sort((x, y) => x.at - y.at || y.len - x.len);
-  let last = 0, next = 0;
-  // Append text[last, to) to box with its chips; a point at `to` of no length (an inferred
-  // citation at its sentence's end) goes in too when the box is that sentence.
-  const fill = (box, to, closing) => {
-    for (; next < points.length; next++) {
-      const p = points[next];
-      if (p.at > to || (p.at === to && !(closing && p.len === 0))) break;
-      if (p.at < last) continue;
-      if (p.at > last) box.append(document.createTextNode(text.slice(last, p.at)));
-      const b = chip(p.n, p.c);
-      if (p.inferred) {
-        b.classList.add("inferred");
-        b.title = "added by the checker: the model did not cite this" +
-          (p.c.supported ? "" : " (not supported by source " + p.n + ")");
-        box.append(document.createTextNode(" "));
-      }
-      box.append(b);
-      last = p.at + p.len;
-    }
-    if (to > last) { box.append(document.createTextNode(text.slice(last, to))); last = to; }
-  };
-  // Each sentence in a span; one the sources do not support is marked (never in a refusal).
-  for (const s of a.refused ? [] : (a.sentences || [])) {
-    const start = unit(s.start), end = unit(s.end);
-    if (start < last) continue;
-    fill(answerEl, start, false);
-    const box = el("span", { class: "sentence" });
-    fill(box, end, true);
-    if (s.supported === false) {
-      box.classList.add("unsupported");
-      box.title = "Not supported by the sources: check it against the documents.";
-      box.append(el("span", { class: "unsupported-badge", text: "unsupported",
-        title: "No source supports this sentence" }));
-    }
-    answerEl.append(box);
-  }
-  fill(answerEl, text.length, true);
+  return points.sort((x, y) => x.at - y.at || y.len - x.len);
+}
+
+function renderMeta(view, a) {
   const t = a.timings || {};
   const failed = a.citations.filter((c) => !c.supported).length;
   const noneSupported = !a.refused && a.support === "none";
-  noticeEl.hidden = !noneSupported;
-  noticeEl.textContent = noneSupported ? a.notice : "";
-  $("answer-meta").textContent = a.refused ? "Not found in your documents." :
+  view.notice.hidden = !noneSupported;
+  view.notice.textContent = noneSupported ? a.notice : "";
+  view.meta.textContent = a.refused ? "Not found in your documents." :
     (a.citations.length + " citation" + (a.citations.length === 1 ? "" : "s") +
      (failed ? " (" + failed + " not supported)" : "") +
      (t.total_s != null ? " · " + t.total_s.toFixed(1) + " s" : "") +
      (a.generation_tps ? " · " + a.generation_tps.toFixed(0) + " tok/s" : "") +
      (a.notice && !noneSupported ? " · " + a.notice : ""));
-  renderSources(a.sources);
 }
 
 // Python's offsets count code points, JavaScript's UTF-16 units: they differ past U+FFFF.
@@ -178,7 +128,7 @@ function findCitation(citations, marker, offset, unit = (n) => n) {
   return same.find((c) => offset >= unit(c.sentence_start) && offset <= unit(c.sentence_end) + 8) || same[0] || null;
 }
 
-function chip(n, citation) {
+function chip(n, citation, open) {
   const b = el("button", { class: "chip", type: "button", text: String(n), "aria-label": "Source " + n });
   if (citation && !citation.supported) {
     // A failed check is no citation: the chip is struck through, and says so.
@@ -189,7 +139,7 @@ function chip(n, citation) {
   b.addEventListener("click", () => {
     document.querySelectorAll(".chip.active").forEach((x) => x.classList.remove("active"));
     b.classList.add("active");
-    openPanel(n, citation, b);
+    open(n, citation, b);
   });
   return b;
 }

@@ -1,20 +1,19 @@
-// The answer's sources: the numbered list under it, and the side panel that shows one
-// passage with the cited span highlighted.
+// An answer's sources: the numbered list under it, and the side panel that shows one
+// passage with the cited span highlighted. Each turn passes its own sources: a chip of an
+// earlier turn opens that turn's passage.
 import { $, el } from "./dom.js";
 import { getKey, authHeaders } from "./api.js";
 
-let shown = null; // the sources of the answer on screen, by marker - 1
-export function setSources(sources) { shown = sources; }
-
-export function renderSources(sources) {
-  const list = $("sources");
+// The list of `sources` into `list` (`box`, around it, shown when there are any);
+// `open(marker, citation, opener)` shows one in the panel.
+export function renderSources(list, box, sources, open) {
   list.replaceChildren();
-  $("sources-title").hidden = !sources.length;
+  box.hidden = !sources.length;
   for (const s of sources) {
-    const open = el("button", { class: "button ghost", type: "button", text: s.title || s.path });
-    open.addEventListener("click", () => openPanel(s.marker, null, open));
+    const button = el("button", { class: "button ghost", type: "button", text: s.title || s.path });
+    button.addEventListener("click", () => open(s.marker, null, button));
     list.append(el("li", {}, el("span", { class: "source-num", text: "[" + s.marker + "]" }),
-      el("div", { class: "source-body" }, open,
+      el("div", { class: "source-body" }, button,
         el("span", { class: "muted", text: " · page " + s.page_start }),
         el("div", { class: "source-snippet", text: s.text }))));
   }
@@ -22,8 +21,9 @@ export function renderSources(sources) {
 
 // -- source panel --------------------------------------------------------------
 let returnFocus = null;
-export function openPanel(marker, citation, opener) {
-  const source = shown && shown[marker - 1];
+// Source [marker] of `sources` (an answer's, by marker - 1), with the citation's span marked.
+export function openPanel(sources, marker, citation, opener) {
+  const source = sources && sources[marker - 1];
   if (!source) return;
   returnFocus = opener || null;
   const page = citation ? citation.page : source.page_start;
