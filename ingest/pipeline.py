@@ -208,7 +208,9 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
         report.pruned = prune_missing(runtime, roots)
     start = time.perf_counter()
     if any(f.status in ("ingested", "replaced") for f in report.files) or report.pruned:
-        store.chunks.refresh_indexes()
+        store.chunks.refresh_indexes()  # what search needs now; nothing is rewritten
+    if sweep:  # a batch run (`rag ingest`): compaction and cleanup, when due
+        store.maintain()  # (the web server runs it on its worker between jobs)
     report.timings.index = time.perf_counter() - start
     report.timings.total = time.perf_counter() - started
     return report

@@ -308,3 +308,46 @@ def test_a_full_disk_is_one_clear_line_and_delete_frees_space(pack_config, tmp_p
         assert job["status"] == "done", job
     finally:
         srv.kill()
+
+
+# -- orphans of an interrupted write ------------------------------------------------
+ORPHAN_WRITER = """
+import sys
+import numpy as np
+from rag.store import Store
+from rag.types import Chunk, Document, Page
+store = Store(sys.argv[1], int(sys.argv[2]))
+text = "Vostok ice core records of the last glacial cycle. " * 4
+doc = Document(path="upload/vostok.txt", title="Vostok", mime="text/plain",
+               sha256="f" * 64, pages=[Page(1, text)])
+chunks = [Chunk(doc.id, i, text, 1, 1, 0, len(text)) for i in range(40)]
+vectors = [np.ones((1, store.dim), np.float32) for _ in chunks]
+store.chunks.add([store.chunks.rows(doc, chunks, vectors)])  # then dies before the row
+"""
+
+
+def test_a_server_start_sweeps_what_a_dead_writer_left(pack_config, embedder, tmp_path):
+    from rag.store import Store
+
+    db = tmp_path / "db"
+    srv = Server(pack_config, db, tmp_path / "server.log").start()
+    status, body, _ = srv.upload([("ice.txt", b"Ice notes\n\nThe Vostok ice core is 3,623 m"
+                                              b" long. It holds 420,000 years of climate.\n")])
+    srv.wait([body["jobs"][0]["id"]])
+    srv.kill()
+    subprocess.run([sys.executable, "-c", ORPHAN_WRITER, str(db), str(embedder.dim)],
+                   cwd=ROOT, check=True, env=srv.env)
+    store = Store(db, embedder.dim)
+    assert store.chunks.doc_ids() - store.documents.ids() == {"f" * 64}
+    srv.start()
+    try:
+        health = srv.call("GET", "/health")[1]
+        assert health["store"] == {"documents": 1, "chunks": 1}, health
+        deadline = time.monotonic() + HANG_GUARD
+        while Store(db, embedder.dim).chunks.doc_ids() != {store.documents.ids().pop()}:
+            assert time.monotonic() < deadline, "the orphans were never swept"
+            time.sleep(0.5)
+        status, found, _ = srv.call("GET", "/api/search?q=Vostok%20ice%20core&k=6")
+        assert status == 200 and [p["title"] for p in found["passages"]] == ["Ice notes"]
+    finally:
+        srv.kill()

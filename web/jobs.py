@@ -256,6 +256,7 @@ class JobQueue:
 
     # -- the worker ------------------------------------------------------------
     def _run(self) -> None:
+        self._upkeep()  # first: orphans a crash left, before they crowd out search results
         last_upkeep = time.monotonic()
         while True:
             with self._lock:
@@ -283,18 +284,24 @@ class JobQueue:
             with self._lock:
                 self._records.pop(record.id, None)
                 self._live.pop(record.id, None)
+            self._maintain()
+
+    def _maintain(self) -> None:
+        """After each job: compaction and cleanup when due (a millisecond when not;
+        rag/store/maintenance.py has the schedule)."""
+        try:
+            self.runtime.store.maintain()
+        except Exception as exc:  # noqa: BLE001 - retried after the next job
+            log.warning("store maintenance failed: %s", storage_error_text(exc))
 
     def _upkeep(self) -> None:
-        """Idle-time care of the store: orphans of interrupted writes, old versions."""
-        store = self.runtime.store
+        """At start and when idle: orphans of interrupted writes, old job records."""
         try:
-            store.sweep_orphans()
-            maintain = getattr(store, "maintain", None)
-            if maintain is not None:
-                maintain()
+            self.runtime.store.sweep_orphans()
             self.table.prune()
         except Exception as exc:  # noqa: BLE001 - upkeep is retried on the next idle turn
             log.warning("store upkeep failed: %s", storage_error_text(exc))
+        self._maintain()
 
     def _ingest(self, record: JobRecord) -> None:
         from ingest import file_sha256, ingest_file

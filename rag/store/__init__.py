@@ -6,9 +6,13 @@
 - Visibility rule: chunks are written first and the document row last, so a
   document exists for search only once all its chunks are stored. Chunks whose
   document row is missing (a crash mid-document) are ignored by search and
-  deleted by `sweep_orphans()`, which ingestion runs before it starts.
+  deleted by `sweep_orphans()` (a server start, a `rag ingest` run) once their
+  writer is provably dead or they are older than GRACE_S: another process
+  (a `rag ingest` beside `rag serve`) may be between its chunks and its row.
 - Deleting a document removes its row first (it leaves search at once), then
   its chunks, then its original unless another document shares it.
+- Writes only append; `maintain()` compacts, folds indexes and removes old
+  versions on the schedule of rag/store/maintenance.py.
 
 Each part is also usable alone: `store.documents` (rag/store/documents.py),
 `store.chunks` (rag/store/chunks.py, with the piece index of
@@ -19,19 +23,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
 from rag.store import chunks as chunk_table
 from rag.store import documents as doc_table
+from rag.store import maintenance
 from rag.store.chunks import ANN_THRESHOLD, Chunks
 from rag.store.documents import DocRecord, Documents
 from rag.store.files import Originals
+from rag.store.maintenance import Maintenance
 from rag.store.migrations import VERSION, MigrationError, migrate, record_version, table_names
+from rag.store.writers import provably_dead
 from rag.types import Chunk, Document, Passage
 
-__all__ = ["ANN_THRESHOLD", "DocRecord", "Store", "StoreError", "VERSION", "open_store"]
+__all__ = ["ANN_THRESHOLD", "DocRecord", "GRACE_S", "Maintenance", "Store", "StoreError",
+           "VERSION", "open_store"]
+
+# Leftovers of a writer that may still run are kept this long. A writer stores a
+# document's chunks and then its row within a second or two (one append, one
+# upsert); a quarter of an hour is far past that, short enough that what a
+# crashed writer on another machine left does not linger.
+GRACE_S = 15 * 60.0
 
 
 class StoreError(RuntimeError):
@@ -46,7 +61,11 @@ class Store:
 
         self.root = Path(root)
         self.originals = Originals(self.root / "files")
-        self.db = lancedb.connect(str(self.root / "lance"))
+        # Handles look for versions written by other processes (a `rag ingest` beside
+        # `rag serve`): they see new documents, and never read a version that
+        # maintenance in another process removed (maintenance.KEEP_S is far longer).
+        self.db = lancedb.connect(str(self.root / "lance"), read_consistency_interval=timedelta(
+            seconds=maintenance.READ_CONSISTENCY_S))
         try:
             migrate(self.db)
         except MigrationError as exc:
@@ -103,12 +122,55 @@ class Store:
             self.originals.delete(record.file)
         return record is not None
 
-    def sweep_orphans(self) -> int:
-        """Delete chunks whose document row is missing (an interrupted ingestion)."""
-        orphans = self.chunks.doc_ids() - self.documents.ids()
-        self.chunks.delete_docs(orphans)
-        self.originals.sweep()
-        return len(orphans)
+    def sweep_orphans(self, grace_s: float = GRACE_S) -> int:
+        """Delete what interrupted ingestions left: chunks without a document row whose
+        writer is provably dead or that are older than `grace_s`, and unreferenced
+        originals older than that. The number of documents whose chunks went."""
+        # Chunks first: a document completed between the two reads then looks complete
+        # (read the other way round, it would look orphaned).
+        candidates = self.chunks.doc_ids() - self.documents.ids()
+        cutoff = time.time() - grace_s
+        rows = self.chunks.writers(candidates)
+        dead = sorted({r["writer"] for r in rows if r["writer"] and provably_dead(r["writer"])})
+        doomed = {r["doc_id"] for r in rows
+                  if (r["written_at"] or 0) < cutoff or r["writer"] in dead}
+        # Only the rows judged: a live writer's newer rows of the same document stay.
+        condition = f"written_at < {cutoff!r}" + (
+            f" OR writer IN ({doc_table.id_list(dead)})" if dead else "")
+        self.chunks.delete_docs(doomed, where=condition)
+        self.originals.sweep(self.documents.files(), grace_s)
+        return len(doomed)
+
+    def maintain(self, keep_s: float = maintenance.KEEP_S, force: bool = False) -> Maintenance:
+        """Optimize the tables that are due (rag/store/maintenance.py), or all of them
+        with `force`; what it did."""
+        done = Maintenance()
+        for name in sorted(table_names(self.db)):
+            table = self.table(name)
+            reason = "asked" if force else maintenance.due(table.stats())
+            if reason:
+                done.tables.append(maintenance.optimize(
+                    table, name, self.root / "lance" / f"{name}.lance", reason, keep_s))
+        return done
+
+    def table(self, name: str):
+        """The open handle of table `name` (chunks, documents, meta, jobs...)."""
+        known = {"chunks": self.chunks.table, "documents": self.documents.table}
+        return known[name] if name in known else self.db.open_table(name)
+
+    def live_bytes(self) -> int:
+        """Live data, as rag/store/maintenance.py defines it."""
+        tables = sum(maintenance.table_live_bytes(self.table(n)) for n in table_names(self.db))
+        return tables + self.originals.total_bytes(self.documents.files())
+
+    def latest_bytes(self) -> int:
+        """The latest versions' files (`stats().total_bytes` of every table) + the originals."""
+        return sum(self.table(n).stats()["total_bytes"] for n in table_names(self.db)) \
+            + self.originals.total_bytes()
+
+    def disk_bytes(self) -> int:
+        """Every file under the store folder: tables, old versions, originals, uploads."""
+        return maintenance.disk_bytes(self.root)
 
     def file_path(self, record: DocRecord) -> Path:
         return self.originals.path(record.file)

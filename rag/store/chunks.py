@@ -4,11 +4,21 @@ Each row holds the vectors of its sentence pieces (`pieces`: search ranks a
 chunk by its best piece), the spans of those pieces in its text
 (`piece_spans`: see rag/text.py; search reads back what was embedded and never
 splits again) and `vector`, their normalised mean, for the chunk as a whole.
+`written_at` and `writer` say when and by which process (rag/store/writers.py)
+the row was written: the orphan sweep never deletes what a live writer is
+still writing.
+
+Appending rows writes a new fragment and rewrites nothing. Search covers new
+rows at once: the full-text and vector indexes search the rows they do not
+cover yet by a flat scan (tests/test_maintenance.py checks it), and the piece
+index reads every row. Folding new rows into the indexes and compacting
+fragments is maintenance (rag/store/maintenance.py), run on its own schedule.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -17,6 +27,7 @@ import pyarrow as pa
 from rag.lexical import fts_text
 from rag.store.documents import id_list, quote
 from rag.store.pieces import PieceIndex, list_array, piece_matrix, vector_array, vector_matrix
+from rag.store.writers import identity
 from rag.text import chunk_piece_spans, flatten
 from rag.types import Chunk, Document
 
@@ -35,6 +46,7 @@ def schema(dim: int, embedder: str) -> pa.Schema:
         pa.field("vector", pa.list_(pa.float32(), dim)),
         pa.field("pieces", pa.list_(pa.list_(pa.float32(), dim))),
         pa.field("piece_spans", pa.list_(pa.list_(pa.int32()))),
+        pa.field("written_at", pa.float64()), pa.field("writer", pa.string()),
     ], metadata={"embedder": embedder})
 
 
@@ -56,10 +68,16 @@ def create_fts_index(table) -> None:
 class Chunks:
     def __init__(self, table, dim: int):
         self.table, self.dim = table, dim
-        indices = table.list_indices()
+        self.writer = identity()
+        self._fts_ready = self._ann_ready = False
+        self._check_indexes()
+        self.pieces = PieceIndex(table, dim)
+
+    def _check_indexes(self) -> None:
+        # Another process (a `rag ingest` beside `rag serve`) may have built them since.
+        indices = self.table.list_indices()
         self._fts_ready = any(i.index_type == "FTS" for i in indices)
         self._ann_ready = any(i.index_type.startswith("IVF") for i in indices)
-        self.pieces = PieceIndex(table, dim)
 
     # -- writing -----------------------------------------------------------
     def rows(self, doc: Document, chunks: Sequence[Chunk], vectors) -> pa.Table:
@@ -95,6 +113,8 @@ class Chunks:
             "pieces": list_array(offsets, vector_array(flat, self.dim)),
             "piece_spans": list_array(span_offsets, pa.array(
                 [s for chunk in spans for s in chunk], pa.list_(pa.int32()))),
+            "written_at": [time.time()] * len(chunks),
+            "writer": [self.writer] * len(chunks),
         }
         return pa.table(columns, schema=self.table.schema)
 
@@ -102,28 +122,43 @@ class Chunks:
         if tables:
             self.table.add(pa.concat_tables(tables))
 
-    def delete_docs(self, doc_ids: Iterable[str]) -> None:
+    def delete_docs(self, doc_ids: Iterable[str], where: str = "") -> None:
+        """Delete the rows of `doc_ids` (and matching `where`, if given). A delete that
+        matches nothing is skipped: it would still write a new table version."""
         ids = list(doc_ids)
-        if ids:
-            self.table.delete(f"doc_id IN ({id_list(ids)})")
+        if not ids:
+            return
+        condition = f"doc_id IN ({id_list(ids)})" + (f" AND ({where})" if where else "")
+        if self.table.count_rows(condition):
+            self.table.delete(condition)
 
     def doc_ids(self) -> set[str]:
         column = self.table.search().select(["doc_id"]).limit(None).to_arrow()
         return set(column.column("doc_id").to_pylist())
 
+    def writers(self, doc_ids: Iterable[str]) -> list[dict]:
+        """(doc_id, writer, written_at) of every row of `doc_ids`."""
+        where = filter_docs(doc_ids)
+        if not where:
+            return []
+        query = self.table.search().where(where).select(["doc_id", "writer", "written_at"])
+        return query.limit(None).to_list()
+
     def count(self) -> int:
         return self.table.count_rows()
 
     def refresh_indexes(self) -> None:
-        """Keep the full-text index current and build a vector index past ANN_THRESHOLD."""
+        """What search needs after a write: a full-text index once the table has rows, a
+        vector index past ANN_THRESHOLD. Rows the indexes do not cover yet are searched
+        by a flat scan until maintenance folds them in; nothing is rewritten here."""
         n = self.table.count_rows()
         if n == 0:
             return
         if not self._fts_ready:
+            self._check_indexes()
+        if not self._fts_ready:
             create_fts_index(self.table)
             self._fts_ready = True
-        else:
-            self.table.optimize()  # folds new rows into the existing indexes
         if n >= ANN_THRESHOLD and not self._ann_ready:
             self.table.create_index(metric="dot", index_type="IVF_HNSW_SQ",
                                     vector_column_name="vector")
@@ -151,6 +186,8 @@ class Chunks:
 
     def text_search(self, text: str, k: int, doc_ids: Iterable[str] | None = None) -> list[dict]:
         terms = fts_text(text)
+        if terms and not self._fts_ready:
+            self._check_indexes()
         if not terms or not self._fts_ready:
             return []
         query = self.table.search(terms, query_type="fts", fts_columns="fts").limit(k)

@@ -61,11 +61,17 @@ class Documents:
         return [self._record(r) for r in rows]
 
     def put(self, records: Sequence[DocRecord]) -> None:
-        """Write (or rewrite) the rows of `records`."""
+        """Write (or rewrite) the rows of `records`, in one commit (one table version)."""
         if not records:
             return
-        self.table.delete(f"id IN ({id_list(r.id for r in records)})")
-        self.table.add([asdict(r) for r in records])
+        rows = pa.Table.from_pylist([asdict(r) for r in records], schema=self.table.schema)
+        self.table.merge_insert("id").when_matched_update_all() \
+            .when_not_matched_insert_all().execute(rows)
+
+    def files(self) -> set[str]:
+        """The stored originals that documents refer to."""
+        return set(self.table.search().select(["file"]).limit(None).to_arrow()
+                   .column("file").to_pylist())
 
     def delete(self, doc_id: str) -> None:
         self.table.delete(f"id = {quote(doc_id)}")

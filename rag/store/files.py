@@ -2,12 +2,18 @@
 
 A stored copy is named by the document's id (the hash of its bytes) and its
 suffix; a copy is written to `NAME.part` and renamed, so a crash never leaves a
-half-written original under a real name (`sweep` removes the leftovers).
+half-written original under a real name. `sweep` removes what interrupted
+writes left: `.part` files, and originals no document refers to, once they are
+older than a grace period (a writer stores the original before its document
+row, so a young unreferenced original may be one in flight).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+from collections.abc import Container, Iterable
 from pathlib import Path
 
 
@@ -20,12 +26,15 @@ class Originals:
         """Store the original (bytes, or a file copied once); the stored name."""
         stored = f"{doc_id}{Path(name).suffix.lower()[:10]}"
         target = self.folder / stored
+        if source is None or (target.exists() and not isinstance(source, (bytes, bytearray))):
+            return stored
+        # A name per writer: two processes storing the same document never share a .part.
+        tmp = self.folder / f"{stored}.{os.getpid()}.part"
         if isinstance(source, (bytes, bytearray)):
-            target.write_bytes(source)
-        elif source is not None and not target.exists():
-            tmp = self.folder / (stored + ".part")
+            tmp.write_bytes(source)
+        else:
             shutil.copyfile(source, tmp)
-            tmp.replace(target)
+        tmp.replace(target)
         return stored
 
     def path(self, stored: str) -> Path:
@@ -39,6 +48,24 @@ class Originals:
         if stored:
             (self.folder / stored).unlink(missing_ok=True)
 
-    def sweep(self) -> None:
-        for path in self.folder.glob("*.part"):
-            path.unlink(missing_ok=True)
+    def sweep(self, referenced: Container[str], grace_s: float) -> list[str]:
+        """Delete `.part` leftovers and originals not in `referenced` that are older than
+        `grace_s` seconds; the names deleted."""
+        cutoff = time.time() - grace_s
+        removed = []
+        for path in self.folder.iterdir():
+            if path.name in referenced or not path.is_file():
+                continue
+            try:
+                old = path.stat().st_mtime < cutoff
+            except FileNotFoundError:  # another process swept it first
+                continue
+            if old:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
+    def total_bytes(self, names: Iterable[str] | None = None) -> int:
+        """Bytes of the stored originals (of `names` only, if given)."""
+        paths = self.folder.iterdir() if names is None else (self.folder / n for n in names if n)
+        return sum(p.stat().st_size for p in paths if p.is_file())

@@ -8,6 +8,10 @@ store of any earlier version opens (tests/test_store.py builds one of each).
 1. documents + chunks (`vector` per chunk, full-text column)
 2. `pieces`: the vectors of each chunk's sentence pieces
 3. `piece_spans`: where each piece lies in the chunk's text
+4. `written_at`, `writer`: when and by which process each chunk was written
+   (rag/store/writers.py). Added with `Table.add_columns`, which writes only the
+   two new columns beside each existing data file: the table is not rewritten.
+   Old rows get written_at 0 (long ago) and no writer.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from rag.store.chunks import create_fts_index
 from rag.store.pieces import list_array, piece_matrix
 from rag.text import chunk_piece_spans, flatten
 
-VERSION = 3
+VERSION = 4
 META = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())])
 
 
@@ -45,7 +49,10 @@ def stored_version(db) -> int | None:
     if "chunks" not in names:
         return None
     columns = db.open_table("chunks").schema.names
-    return 3 if "piece_spans" in columns else 2 if "pieces" in columns else 1
+    for version, column in ((4, "writer"), (3, "piece_spans"), (2, "pieces")):
+        if column in columns:
+            return version
+    return 1
 
 
 def record_version(db, version: int) -> None:
@@ -116,4 +123,10 @@ def _add_piece_spans(db) -> None:
     _rewrite_chunks(db, add)
 
 
-MIGRATIONS: dict[int, Callable] = {2: _add_pieces, 3: _add_piece_spans}
+def _add_writer(db) -> None:
+    """Version 4: who wrote each chunk and when (the orphan sweep reads them)."""
+    db.open_table("chunks").add_columns({"written_at": "CAST(0 AS DOUBLE)",
+                                         "writer": "CAST('' AS STRING)"})
+
+
+MIGRATIONS: dict[int, Callable] = {2: _add_pieces, 3: _add_piece_spans, 4: _add_writer}

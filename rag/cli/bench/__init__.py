@@ -14,7 +14,7 @@ from rag.cli.common import config_options
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: BLAS and embeddings, the offline generator, ingestion, serving."""
+    """Benchmarks: BLAS and embeddings, the offline generator, ingestion, serving, storage."""
 
 
 def _pack(config):
@@ -133,3 +133,28 @@ def bench_contention(folder, max_tokens, config) -> None:
     from rag.cli.bench.contention import run
 
     run(folder, config, max_tokens=max_tokens)
+
+
+@bench.command("storage")
+@click.option("--docs", type=int, default=1000, show_default=True,
+              help="Small text documents uploaded one by one.")
+@click.option("--baseline", type=int, default=100, show_default=True,
+              help="Also upload the first N into a store optimized after every upload"
+                   " (the old behaviour); 0 for none.")
+@click.option("--every", type=int, default=100, show_default=True,
+              help="Print a row every N documents.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rows as JSON.")
+@config_options
+def bench_storage(docs, baseline, every, report, config) -> None:
+    """Store bytes on disk against live data, and upload time, over DOCS small uploads.
+
+    Each document takes the web upload's path (ingest_file, then the maintenance the
+    server runs between jobs), with the offline pack's embedder, in a fresh
+    temporary store; see rag/cli/bench/storage.py for the columns.
+    """
+    from rag.cli.bench.storage import run
+
+    if docs < 1 or every < 1 or baseline < 0:
+        raise click.UsageError("--docs and --every: at least 1; --baseline: at least 0")
+    run(config, docs=docs, baseline=min(baseline, docs), every=every, report=report)
