@@ -154,3 +154,15 @@ def test_numbered_names():
     assert numbered("upload/r.pdf", {"upload/r.pdf"}) == "upload/r (2).pdf"
     assert numbered("upload/r.pdf", {"upload/r.pdf", "upload/r (2).pdf"}) == "upload/r (3).pdf"
     assert numbered("upload/notes", {"upload/notes"}) == "upload/notes (2)"
+
+
+def test_prune_removes_a_finished_jobs_copy_at_once(tmp_path):
+    # A stop between a job's final record and the removal of its copy leaves the copy.
+    jobs = _queue(tmp_path)
+    (done, waiting), _ = jobs.accept(_files(("a.txt", b"a"), ("b.txt", b"b")))
+    jobs.table.update(done["id"], status="done", finished_at=1e9)
+    stray = jobs.table.folder / "stray.part"
+    stray.write_bytes(b"x")  # unknown and new: may be an upload being accepted
+    jobs.table.prune(now=1e9)
+    assert sorted(p.name for p in jobs.table.folder.iterdir()) == sorted(
+        [f"{waiting['id']}.txt", "stray.part"])

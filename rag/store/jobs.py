@@ -127,21 +127,25 @@ class JobTable:
         return self.table.count_rows(f"status NOT IN ({id_list(FINISHED)})")
 
     def prune(self, now: float | None = None) -> int:
-        """Forget old finished jobs (KEEP_DAYS, KEEP_MAX); stray upload files of finished
-        or unknown jobs are removed. The number of records dropped."""
+        """Forget old finished jobs (KEEP_DAYS, KEEP_MAX) and remove upload files left
+        behind: a finished job's copy (a stop between its record and the removal), or an
+        unknown file older than ten minutes (a `.part` of a crash). The records dropped."""
         now = time.time() if now is None else now
         rows = self.table.search().where(f"status IN ({id_list(FINISHED)})") \
-            .select(["id", "finished_at"]).limit(None).to_list()
+            .select(["id", "upload", "finished_at"]).limit(None).to_list()
         rows.sort(key=lambda r: r["finished_at"], reverse=True)
         old = [r["id"] for i, r in enumerate(rows)
                if i >= KEEP_MAX or r["finished_at"] < now - KEEP_DAYS * 86400]
         if old:
             with self._lock:
                 self.table.delete(f"id IN ({id_list(old)})")
+        finished = {r["upload"] for r in rows if r["upload"]}
         keep = {r.upload for r in self.unfinished()}
         for path in self.folder.iterdir():
-            if path.name not in keep and _older_than(path, 600):
-                path.unlink(missing_ok=True)  # a finished job's copy, or a .part of a crash
+            # An unknown file may be an upload being accepted right now (its record comes
+            # after its bytes): only an old one is a leftover.
+            if path.name in finished or (path.name not in keep and _older_than(path, 600)):
+                path.unlink(missing_ok=True)
         return len(old)
 
     @staticmethod
