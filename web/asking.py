@@ -22,6 +22,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from web.requests import request_id
+
 MAX_QUESTION = 2000  # characters of a question or search query
 MAX_JSON = 256 * 1024  # bytes of a JSON request body (a question, its options)
 log = logging.getLogger("web")
@@ -158,12 +160,12 @@ async def answer_request(request: Request, state: State, options: dict, *, strea
 
     run, admission = await admitted_run(state, options["question"], k=options["k"],
                                         doc_ids=options["doc_ids"], history=history)
-    if stream:
-        return _stream(state, run, admission, on_done)  # the stream leaves when it ends
+    if stream:  # the stream leaves the admission when it ends
+        return _stream(state, run, admission, on_done, request_id(request))
     watch = asyncio.create_task(cancel_on_disconnect(request, run))
     try:
         done = [e async for e in run.aevents() if isinstance(e, DoneEvent)]
-    except EngineError as exc:
+    except EngineError as exc:  # logged with the request id by the error handler
         raise HTTPException(status_code=502, detail=short_error(exc)) from exc
     finally:
         watch.cancel()
@@ -172,7 +174,8 @@ async def answer_request(request: Request, state: State, options: dict, *, strea
     return done[-1].answer.to_json()
 
 
-def _stream(state: State, run, admission: Admission, on_done: Callable | None) -> EventStream:
+def _stream(state: State, run, admission: Admission, on_done: Callable | None,
+            rid: str) -> EventStream:
     async def messages():
         from rag import DoneEvent
 
@@ -183,9 +186,9 @@ def _stream(state: State, run, admission: Admission, on_done: Callable | None) -
                 name, payload = event_json(event)
                 yield ServerSentEventMessage(event=name, data=json.dumps(payload))
         except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
-            log.warning("answer failed: %s", short_error(exc))
-            yield ServerSentEventMessage(event="error",
-                                         data=json.dumps({"error": short_error(exc)}))
+            log.warning("answer failed [request %s]: %s", rid, short_error(exc))
+            yield ServerSentEventMessage(event="error", data=json.dumps(
+                {"error": short_error(exc), "request_id": rid}))
         finally:  # also when the client leaves: closing this generator cancels the answer
             admission.leave()
 
