@@ -269,7 +269,9 @@ def test_a_generation_failure_is_an_error_event_and_the_server_stays_healthy(
                                              "stream": True})
     events = parse_sse(response.text)
     assert [name for name, _ in events] == ["sources", "token", "error"]
-    assert json.loads(events[-1][1]) == {"error": "generator http://127.0.0.1:9/v1: gone"}
+    error = json.loads(events[-1][1])
+    assert error == {"error": "generator http://127.0.0.1:9/v1: gone",
+                     "request_id": response.headers["x-request-id"]}
     plain = client.post("/api/ask", json={"question": "Where do herons nest?"})
     assert plain.status_code == 502 and "gone" in plain.json()["error"]
     health = client.get("/health").json()
