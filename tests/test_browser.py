@@ -80,12 +80,17 @@ def server(pack_config, tmp_path):
     yield from run_server(pack_config, tmp_path)
 
 
+def ingest_corpus(pack_config, db) -> None:
+    """The demo corpus into the store `db`, by the real `rag ingest`."""
+    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
+                    "--db", str(db)], cwd=ROOT, env=offline_env(pack_config), check=True,
+                   capture_output=True, timeout=600)
+
+
 @pytest.fixture
 def one_at_a_time(pack_config, tmp_path):
     """A server that takes one question at a time, over the demo corpus."""
-    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
-                    "--db", str(tmp_path / "db")], cwd=ROOT, env=offline_env(pack_config),
-                   check=True, capture_output=True)
+    ingest_corpus(pack_config, tmp_path / "db")
     yield from run_server(pack_config, tmp_path, RAG_MAX_RUNNING="1", RAG_MAX_WAITING="0")
 
 
@@ -265,9 +270,7 @@ KEY = "browser-test-key"
 def keyed(pack_config, tmp_path_factory):
     """A server with an API key over the demo corpus; uploads past 1 MB are refused."""
     tmp_path = tmp_path_factory.mktemp("keyed")
-    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
-                    "--db", str(tmp_path / "db")], cwd=ROOT, env=offline_env(pack_config),
-                   check=True, capture_output=True)
+    ingest_corpus(pack_config, tmp_path / "db")
     yield from run_server(pack_config, tmp_path, key=KEY, RAG_MAX_UPLOAD_MB="1")
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 
 import anyio
 import pytest
 
 from tests.conftest import CORPORA, ROOT
-from tests.test_browser import offline_env, run_server
+from tests.test_browser import ingest_corpus, offline_env, run_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +28,7 @@ HANG_GUARD_S = 600  # generous: the first `ask` loads the generator on a slow CP
 def corpus_db(pack_config, tmp_path_factory):
     """The demo corpus in a fresh store, ingested by the real command."""
     db = tmp_path_factory.mktemp("mcp") / "db"
-    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
-                    "--db", str(db)], cwd=ROOT, env=offline_env(pack_config), check=True,
-                   capture_output=True, timeout=HANG_GUARD_S)
+    ingest_corpus(pack_config, db)
     return db
 
 

@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from tests.conftest import CORPORA, ROOT
-from tests.test_browser import offline_env, run_server
+from tests.test_browser import ingest_corpus, run_server
 
 KEY = "sesame-v1"
 QUESTION = "When was the Aurora observatory completed?"
@@ -22,9 +19,7 @@ QUESTION = "When was the Aurora observatory completed?"
 def server(pack_config, tmp_path_factory):
     """One server for the module (keyed), over the demo corpus."""
     folder = tmp_path_factory.mktemp("openai")
-    subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(CORPORA), "-q", "--offline",
-                    "--db", str(folder / "db")], cwd=ROOT, env=offline_env(pack_config),
-                   check=True, capture_output=True)
+    ingest_corpus(pack_config, folder / "db")
     yield from run_server(pack_config, folder, key=KEY)
 
 
