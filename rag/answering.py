@@ -174,14 +174,15 @@ def start_answer(question: str, runtime: Runtime, *, k: int | None = None,
         raise ValueError(f"max_tokens ({max_tokens}) must be below context_tokens"
                          f" ({config.context_tokens})")
     run = AnswerRun(question, runtime)
-    passages = retrieve.search(question, runtime, k=k, doc_ids=list(doc_ids or []) or None)
+    passages = retrieve.search(question, runtime, k=k, doc_ids=list(doc_ids or []) or None,
+                               history=history)
     run.clock.mark("retrieve_s")
     if not passages or not retrieve.is_relevant(passages):
         return run
     engine = runtime.engine()
     run.clock.mark("load_s")
     run.prompt = build_prompt(question, passages, engine.tokenizer,
-                              budget=config.context_tokens - max_tokens)
+                              budget=config.context_tokens - max_tokens, history=history)
     run.clock.mark("prompt_s")
     messages = ({"role": "system", "content": SYSTEM_PROMPT},
                 {"role": "user", "content": run.prompt.user})

@@ -9,6 +9,28 @@ Gold rules (../shared/eval/README.md):
 
 Evidence names a file inside the set's docs/ folder; a stored document is
 matched to it by the basename of its path.
+
+A row with `history` ([{"role": "user", ...}, {"role": "assistant", ...}, ...])
+is a follow-up: it is searched in the light of those turns, and once more alone.
+Each earlier turn's documents are those its own question retrieves (the first
+`turn_k` passages, searched with the turns before it), as a conversation
+records them when an answer cites nothing; never the gold ones.
+
+The report (`rag eval --out`, one JSON object; new keys may be added, none
+renamed):
+
+    n, hit@1, hit@5, hit@10, mrr@10   every question as asked (with its history)
+    by_lang    {lang: {n, hit@1, hit@5, hit@10, mrr@10}}
+    by_kind    only when some row has history: {kind: {"history": scores,
+               "alone": scores}}, the same questions with and without their
+               history (scores as in by_lang); a row without `kind` counts as
+               "followup", or "single" when it has no history either
+    query_seconds, query_ms {mean, p50, p95}   the searches as asked
+    questions  [{id, lang, kind, rank, ms} + rank_alone for a follow-up,
+               turn_docs (document ids of its earlier turns)]; rank: 1-based
+               rank of the first gold passage, null when none in the top k
+    ingest_seconds, documents, passages, embedder, questions_file   (rag eval)
+    answers    with --answers: see evaluate_answers
 """
 
 from __future__ import annotations
@@ -20,7 +42,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from pathlib import Path
 
-from rag.types import Passage
+from rag.types import Passage, Turn
 
 KS = (1, 5, 10)
 
@@ -39,6 +61,8 @@ class Question:
     lang: str
     evidence: tuple[Evidence, ...]
     answers: tuple[str, ...] = ()
+    kind: str = ""
+    history: tuple[tuple[str, str], ...] = ()  # (role, content), oldest first
 
 
 def load_questions(path: Path, limit: int | None = None) -> list[Question]:
@@ -50,8 +74,11 @@ def load_questions(path: Path, limit: int | None = None) -> list[Question]:
             row = json.loads(line)
             evidence = tuple(Evidence(e["doc"], e.get("page"), e.get("text") or "")
                              for e in row.get("evidence", []))
+            history = tuple((m["role"], m["content"]) for m in row.get("history") or [])
+            kind = row.get("kind") or ("followup" if history else "single")
             out.append(Question(str(row.get("id", len(out))), row["question"],
-                                row.get("lang", "en"), evidence, tuple(row.get("answers", []))))
+                                row.get("lang", "en"), evidence, tuple(row.get("answers", [])),
+                                kind, history))
             if limit and len(out) >= limit:
                 break
     return out
@@ -104,26 +131,54 @@ def summarise(ranks: Sequence[int | None], k: int = 10) -> dict:
     return out
 
 
-Search = Callable[[str, int], list[Passage]]
+# search(question, k, history): the k best passages for question after the earlier turns.
+Search = Callable[[str, int, Sequence[Turn]], list[Passage]]
 
 
-def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int = 10) -> dict:
-    """Run `search(question, k)` for each question; scores overall and per language."""
+def history_turns(question: Question, search: Search, turn_k: int) -> list[Turn]:
+    """The question's earlier turns, each with the documents its own question retrieves
+    (after the turns before it), as a conversation would have recorded them."""
+    turns: list[Turn] = []
+    for role, content in question.history:
+        if role == "user":
+            passages = search(content, turn_k, tuple(turns))
+            turns.append(Turn(content, "", tuple(dict.fromkeys(p.doc_id for p in passages))))
+        elif role == "assistant" and turns:
+            turns[-1] = Turn(turns[-1].question, content, turns[-1].doc_ids)
+    return turns
+
+
+def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int = 10,
+                       turn_k: int = 6) -> dict:
+    """Run `search(question, k, history)` for each question; scores overall, per language
+    and, when rows have history, per kind with and without it (module doc: the report)."""
     ranks: list[int | None] = []
+    alone: list[int | None] = []
     times: list[float] = []
     per_question = []
     for q in questions:
+        turns = history_turns(q, search, turn_k)
         start = time.perf_counter()
-        passages = search(q.question, k)
+        passages = search(q.question, k, tuple(turns))
         times.append((time.perf_counter() - start) * 1000)
         rank = first_gold_rank(passages, q)
         ranks.append(rank)
-        per_question.append({"id": q.id, "lang": q.lang, "rank": rank,
-                             "ms": round(times[-1], 2)})
+        entry = {"id": q.id, "lang": q.lang, "kind": q.kind, "rank": rank,
+                 "ms": round(times[-1], 2)}
+        alone.append(rank)
+        if turns:
+            alone[-1] = first_gold_rank(search(q.question, k, ()), q)
+            entry |= {"rank_alone": alone[-1], "turn_docs": [list(t.doc_ids) for t in turns]}
+        per_question.append(entry)
     report = summarise(ranks, k)
     langs = sorted({q.lang for q in questions})
     report["by_lang"] = {lang: summarise([r for r, q in zip(ranks, questions) if q.lang == lang], k)
                          for lang in langs}
+    if any(q.history for q in questions):
+        report["by_kind"] = {
+            kind: {"history": summarise([r for r, q in zip(ranks, questions) if q.kind == kind], k),
+                   "alone": summarise([r for r, q in zip(alone, questions) if q.kind == kind], k)}
+            for kind in sorted({q.kind for q in questions})}
     ordered = sorted(times)
     report["query_seconds"] = sum(times) / 1000
     report["query_ms"] = {"mean": sum(times) / len(times) if times else 0.0,

@@ -5,6 +5,12 @@ untrusted and goes only into the user message, as numbered sources. The system
 message comes first, so its key-value cache is the same for every question and
 rag/generate.py computes it once (`Prompt.prefix_len` says how many tokens).
 
+A follow-up question's prompt also carries the conversation so far (the last
+HISTORY_TURNS earlier questions and answers, their [n] markers removed since
+they name earlier sources) as a block before the sources, in the same user
+message; the sources are fitted to the budget first and the turns take what is
+left, newest first. Without history the prompt is the same as ever.
+
 Llama 3.1 is rendered with the template pinned below (the text the model was
 trained on, minus the optional date header); any other model is rendered with
 its tokenizer's own chat template. Both are tested against literal strings.
@@ -12,11 +18,13 @@ its tokenizer's own chat template. Both are tested against literal strings.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.types import Passage
+from rag.citations import MARKER
+from rag.types import Passage, Turn
 
 NOT_FOUND = "The documents do not contain an answer to this question."
 
@@ -38,6 +46,12 @@ LLAMA31_TEMPLATE = (
 SOURCE_TEMPLATE = "[{n}] {title} ({pages})\n{text}"
 USER_TEMPLATE = "Sources:\n\n{sources}\n\nQuestion: {question}"
 SOURCE_SEPARATOR = "\n\n"
+HISTORY_TEMPLATE = "Conversation so far:\n\n{turns}\n\n"
+TURN_TEMPLATE = "User: {question}\nAssistant: {answer}"
+# The most recent earlier turns a prompt may carry.
+HISTORY_TURNS = 3
+# An earlier answer's [n] markers, with the space before them.
+_OLD_MARKERS = re.compile(r"\s*" + MARKER.pattern)
 
 # A source cut down to fewer tokens than this is dropped rather than truncated.
 MIN_SOURCE_TOKENS = 24
@@ -51,6 +65,7 @@ class Prompt:
     sources: list[Passage]  # the passages in the prompt; source [n] is sources[n - 1]
     truncated: bool = False  # the last source was cut to fit the budget
     user: str = ""  # the user message (sources and question), for chat endpoints
+    turns: int = 0  # earlier turns carried in the user message (see fit_turns)
 
 
 def pages_label(passage: Passage) -> str:
@@ -69,12 +84,22 @@ def format_source(n: int, passage: Passage, text: str | None = None) -> str:
                                   text=body.strip())
 
 
+def format_turn(turn: Turn, answer: str | None = None) -> str:
+    """An earlier exchange, its answer's [n] markers removed (they name earlier sources)."""
+    text = " ".join(_OLD_MARKERS.sub("", turn.answer if answer is None else answer).split())
+    return TURN_TEMPLATE.format(question=" ".join(turn.question.split()), answer=text).rstrip()
+
+
 def user_message(question: str, passages: Sequence[Passage],
-                 texts: Sequence[str] | None = None) -> str:
+                 texts: Sequence[str] | None = None, turns: Sequence[str] = ()) -> str:
+    """The user message; `turns`: formatted earlier exchanges (format_turn), oldest first."""
     texts = texts or [None] * len(passages)
     blocks = [format_source(i + 1, p, t) for i, (p, t) in enumerate(zip(passages, texts))]
-    return USER_TEMPLATE.format(sources=SOURCE_SEPARATOR.join(blocks) or "(none)",
-                                question=question.strip())
+    message = USER_TEMPLATE.format(sources=SOURCE_SEPARATOR.join(blocks) or "(none)",
+                                   question=question.strip())
+    if turns:
+        message = HISTORY_TEMPLATE.format(turns=SOURCE_SEPARATOR.join(turns)) + message
+    return message
 
 
 def is_llama3(tokenizer) -> bool:
@@ -100,12 +125,13 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 def build_prompt(question: str, passages: Sequence[Passage], tokenizer, *,
-                 budget: int) -> Prompt:
+                 budget: int, history: Sequence[Turn] = ()) -> Prompt:
     """Number the passages and fit as many as `budget` prompt tokens allow.
 
     Passages are taken in rank order; the first one that does not fit whole is
     cut at a token boundary (so a long first passage is truncated, never
-    dropped), and the ones after it are left out.
+    dropped), and the ones after it are left out. `history` (earlier turns,
+    oldest first) gets the room the sources leave (fit_turns).
     """
     base = len(encode(tokenizer, render(user_message(question, []), tokenizer)[0]))
     room = budget - base
@@ -127,16 +153,42 @@ def build_prompt(question: str, passages: Sequence[Passage], tokenizer, *,
             texts.append(cut_to_tokens(tokenizer, passage.text.strip(), max(fit, 1)))
             truncated = True
         break
-    return _finish(question, kept, texts, tokenizer, budget, truncated)
+    prompt = _finish(question, kept, texts, tokenizer, budget, truncated)
+    if not history:
+        return prompt
+    turns = fit_turns(history, tokenizer, budget - len(prompt.tokens))
+    return _finish(question, kept, texts, tokenizer, budget, prompt.truncated, turns)
 
 
-def _finish(question, kept, texts, tokenizer, budget, truncated) -> Prompt:
+def fit_turns(history: Sequence[Turn], tokenizer, room: int) -> list[str]:
+    """The last HISTORY_TURNS turns, formatted, newest first while they fit in `room`
+    tokens (the oldest one kept may lose the end of its answer); oldest first."""
+    room -= len(encode(tokenizer, HISTORY_TEMPLATE.format(turns="")))
+    kept: list[str] = []
+    for turn in reversed(list(history)[-HISTORY_TURNS:]):
+        block = format_turn(turn)
+        cost = len(encode(tokenizer, block)) + 2  # +2: the separator between turns
+        if cost > room:
+            fit = room - 2 - len(encode(tokenizer, format_turn(turn, "")))
+            if fit >= MIN_SOURCE_TOKENS:
+                kept.append(format_turn(turn, cut_to_tokens(tokenizer, turn.answer, fit)))
+            break
+        kept.append(block)
+        room -= cost
+    return kept[::-1]
+
+
+def _finish(question, kept, texts, tokenizer, budget, truncated, turns=()) -> Prompt:
     # Token counts of the pieces do not add up exactly (merges at the seams),
-    # so check the whole and shave the last source until it fits.
+    # so check the whole: drop the oldest turns, then shave the last source, until it fits.
+    turns = list(turns)
     while True:
-        text, prefix = render(user_message(question, kept, texts), tokenizer)
+        text, prefix = render(user_message(question, kept, texts, turns), tokenizer)
         tokens = encode(tokenizer, text)
         over = len(tokens) - budget
+        if over > 0 and turns:
+            turns.pop(0)
+            continue
         if over <= 0 or not kept:
             break
         body = encode(tokenizer, texts[-1].strip())
@@ -146,7 +198,8 @@ def _finish(question, kept, texts, tokenizer, budget, truncated) -> Prompt:
     shared = next((i for i, (a, b) in enumerate(zip(prefix_tokens, tokens)) if a != b),
                   min(len(prefix_tokens), len(tokens)))
     return Prompt(text=text, tokens=tokens, prefix_len=shared, sources=list(kept),
-                  truncated=truncated, user=user_message(question, kept, texts))
+                  truncated=truncated, user=user_message(question, kept, texts, turns),
+                  turns=len(turns))
 
 
 def cut_to_tokens(tokenizer, text: str, n: int) -> str:

@@ -32,6 +32,17 @@ the passage) and `fused` (also `Passage.score`).
 
 `is_relevant(passages)` turns them into the "the documents do not contain this"
 decision, so an answer can be refused without calling the model.
+
+Document prior (`search(..., doc_prior=...)`, the one way to favour documents):
+document id -> value in [0, 1]. Its documents' best chunks join the candidates,
+and each of their chunks gets `prior_weight * value * match` added to its fused
+score, `match` being its document's best fused score over the best of all
+candidates (`scores["prior"]` holds `value * match`): a prior decides between
+documents the question fits about equally, or fits none of well, and yields
+where the question clearly fits another one. A conversation feeds it through
+`history` (history_prior); other sources (a user's profile) pass `doc_prior`;
+the two merge by the larger value. Figures and the choice of prior_weight
+(on half of covidqa's follow-ups): README, "Follow-up questions".
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +79,11 @@ class Fusion:
     # Scale of the vector-side weights for questions mostly outside the Latin
     # script when the embedder is English-only: its vectors for them are noise.
     foreign_vector_scale: float = 0.0
+    # Weight of the document prior (module doc; search's doc_prior and history).
+    prior_weight: float = 1.5
+    # Earlier turns that feed the prior, and the prior's factor per turn further back.
+    history_turns: int = 3
+    history_decay: float = 0.5
 
 
 DEFAULT_FUSION = Fusion()
@@ -106,21 +122,26 @@ def weights(question: str, embedder_name: str, fusion: Fusion = DEFAULT_FUSION
 
 
 def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | None = None,
-           fusion: Fusion = DEFAULT_FUSION, history: Sequence[Turn] = ()) -> list[Passage]:
+           fusion: Fusion = DEFAULT_FUSION, history: Sequence[Turn] = (),
+           doc_prior: Mapping[str, float] | None = None) -> list[Passage]:
     """The `k` best passages for `question`, optionally only from `doc_ids`; `history`:
-    the conversation's earlier turns, oldest first."""
+    the conversation's earlier turns, oldest first, and `doc_prior` (document id -> value
+    in [0, 1]) favour documents (module doc: document prior)."""
     store = runtime.store
+    prior = merge_priors(doc_prior or {}, history_prior(history, runtime, fusion))
     vector = runtime.embedder.embed_batch([question], query=True)[0]
     wp, wv, wj, wt = weights(question, runtime.embedder.name, fusion)
     # With both vector weights at 0 its candidates would only crowd the text side's.
     vrows = store.chunks.vector_search(vector, fusion.depth, doc_ids) if wp or wv else []
     trows = store.chunks.text_search(question, fusion.depth, doc_ids)
     docs = {d.id: d for d in store.documents.list()}
+    extra = _prior_rows(question, vector, runtime, prior, doc_ids, fusion.depth, wp or wv)
     fused = fuse(vector, vrows, trows, set(docs), method=fusion.method, rrf_k=fusion.rrf_k,
-                 piece_weight=wp, vector_weight=wv, text_weight=wt)
+                 piece_weight=wp, vector_weight=wv, text_weight=wt, extra=extra)
     terms = content_terms(question)
     if fused:
         _add_piece_scores(fused, vector, terms, fusion.sentence_weight, wj)
+        _add_prior(fused, prior, fusion.prior_weight)
         fused.sort(key=lambda e: -e[1]["fused"])
     fused = fused[:k]
     out = []
@@ -132,15 +153,102 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     return out
 
 
+def merge_priors(*priors: Mapping[str, float]) -> dict[str, float]:
+    """One document prior from several: the largest value per document, clipped to [0, 1]."""
+    out: dict[str, float] = {}
+    for prior in priors:
+        for doc_id, value in prior.items():
+            value = min(1.0, max(0.0, float(value)))
+            if value > out.get(doc_id, 0.0):
+                out[doc_id] = value
+    return out
+
+
+def history_prior(history: Sequence[Turn], runtime: Runtime,
+                  fusion: Fusion = DEFAULT_FUSION) -> dict[str, float]:
+    """The documents of the last `fusion.history_turns` turns as a prior.
+
+    A turn's documents are its doc_ids or, when it has none (a conversation passed
+    in as plain messages), those its question retrieves (turn_documents). They are
+    ranked by how well the whole exchange, question and answer, matches them (a
+    search restricted to them): the best gets 1, each next one half the one before,
+    and each turn further back halves again (`fusion.history_decay`).
+    """
+    prior: dict[str, float] = {}
+    recent = list(history)[-fusion.history_turns:] if fusion.history_turns > 0 else []
+    for age, turn in enumerate(reversed(recent)):
+        ids = list(turn.doc_ids or turn_documents(turn.question, runtime, fusion=fusion))
+        exchange = f"{turn.question} {turn.answer}".strip()
+        if len(ids) > 1 and exchange:
+            found = turn_documents(exchange, runtime, k=fusion.depth, doc_ids=ids, fusion=fusion)
+            ids = list(dict.fromkeys([*found, *ids]))
+        prior = merge_priors(prior, {d: fusion.history_decay ** (age + i)
+                                     for i, d in enumerate(ids)})
+    return prior
+
+
+def turn_documents(question: str, runtime: Runtime, *, k: int | None = None,
+                   doc_ids: Sequence[str] | None = None,
+                   fusion: Fusion = DEFAULT_FUSION) -> tuple[str, ...]:
+    """The documents of the passages `question` retrieves on its own (the `k` an answer's
+    prompt gets, config.k by default), best first: what a turn whose answer cited
+    nothing records."""
+    if not question.strip():
+        return ()
+    passages = search(question, runtime, k=k or runtime.config.k,
+                      doc_ids=list(doc_ids) if doc_ids else None, fusion=fusion)
+    return tuple(dict.fromkeys(p.doc_id for p in passages))
+
+
+def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
+               weight: float) -> None:
+    """Add `weight * prior * match` to the fused score of each chunk of a prior document,
+    `match` being its document's best fused score over the best of all candidates: a
+    follow-up on a new subject, whose best passages are elsewhere, is ranked almost as
+    if asked alone; one that still fits the conversation's document, or fits no
+    document well ("What was the sample size?"), is ranked within it."""
+    if not prior or not fused:
+        return
+    best: dict[str, float] = {}
+    for row, scores in fused:
+        best[row["doc_id"]] = max(best.get(row["doc_id"], 0.0), scores["fused"])
+    top = max(best.values())
+    for row, scores in fused:
+        value = prior.get(row["doc_id"], 0.0)
+        if value > 0 and top > 0:
+            scores["prior"] = value * max(0.0, best[row["doc_id"]]) / top
+            scores["fused"] += weight * scores["prior"]
+
+
+def _prior_rows(question: str, vector: np.ndarray, runtime: Runtime, prior: Mapping[str, float],
+                doc_ids: Sequence[str] | None, depth: int, use_vectors: bool) -> list[dict]:
+    """The best chunks of the prior's documents for `question`, so that a document the
+    conversation is about competes even where its chunks missed the global lists."""
+    wanted = [d for d, v in prior.items() if v > 0 and (not doc_ids or d in doc_ids)]
+    if not wanted:
+        return []
+    chunks = runtime.store.chunks
+    texts = chunks.text_search(question, depth, wanted)
+    seen = {r["id"] for r in texts}
+    vectors = chunks.vector_search(vector, depth, wanted) if use_vectors else []
+    return texts + [r for r in vectors if r["id"] not in seen]
+
+
 def fuse(query: np.ndarray, vrows: Sequence[dict], trows: Sequence[dict], ready: set[str], *,
          method: str = "score", rrf_k: int = 60, piece_weight: float = 0.6,
-         vector_weight: float = 0.4, text_weight: float = 0.6) -> list[tuple[dict, dict]]:
+         vector_weight: float = 0.4, text_weight: float = 0.6,
+         extra: Sequence[dict] = ()) -> list[tuple[dict, dict]]:
     """Fuse the vector and text result lists (orphans dropped first); (row, scores) best first.
 
     Rows carry `vector` (dim,) and `pieces` (n, dim): both cosines are computed
     for every candidate, including those only the text side found. Ranks and
     normalisation come after dropping orphans, so an interrupted ingest cannot
     push real chunks down.
+
+    `extra`: more candidates (the document prior's, see _prior_rows; a row from a
+    text search carries `_score`), without a rank in either list. They are scored
+    against the bounds of the lists' candidates, clipped to [0, 1], so the
+    fused scores of those candidates are the same as without them.
     """
     vrows = [r for r in vrows if r["doc_id"] in ready]
     trows = [r for r in trows if r["doc_id"] in ready]
@@ -151,16 +259,22 @@ def fuse(query: np.ndarray, vrows: Sequence[dict], trows: Sequence[dict], ready:
             entry[1][f"{side}_rank"] = rank
             if side == "text":
                 entry[1]["text"] = float(row["_score"])
+    listed = len(found)
+    for row in extra:
+        if row["doc_id"] in ready and row["id"] not in found:
+            found[row["id"]] = (row, {"text": float(row.get("_score", 0.0))})
     entries = list(found.values())
     if not entries:
         return []
     vectors = np.stack([row["vector"] for row, _ in entries])
     cosines = vectors @ query
     pieces = np.array([float(np.max(_piece_cosines(row, query))) for row, _ in entries])
-    texts = [scores["text"] for _, scores in entries if "text_rank" in scores]
+    bound = listed or len(entries)
+    texts = [s["text"] for _, s in entries[:bound] if "text_rank" in s] \
+        or [s["text"] for _, s in entries[bound:] if s["text"]]
     low, high = (min(texts), max(texts)) if texts else (0.0, 0.0)
     for (_, scores), cosine, piece, vn, pn in zip(entries, cosines, pieces,
-                                                 _minmax(cosines), _minmax(pieces)):
+                                                 _minmax(cosines, bound), _minmax(pieces, bound)):
         scores["vector"], scores["piece"] = float(cosine), float(piece)
         if method == "rrf":
             scores["fused"] = sum(weight / (rrf_k + scores[f"{side}_rank"])
@@ -169,8 +283,9 @@ def fuse(query: np.ndarray, vrows: Sequence[dict], trows: Sequence[dict], ready:
                                   if f"{side}_rank" in scores)
         else:
             tn = 0.0
-            if "text_rank" in scores:
+            if scores["text"] or "text_rank" in scores:
                 tn = (scores["text"] - low) / (high - low) if high > low else 1.0
+            tn = min(1.0, max(0.0, tn))
             scores["fused"] = piece_weight * pn + vector_weight * vn + text_weight * tn
     return sorted(entries, key=lambda e: -e[1]["fused"])
 
@@ -183,9 +298,13 @@ def _piece_cosines(row: dict, query: np.ndarray) -> np.ndarray:
     return row["piece_cosines"]
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
-    low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.ones_like(values)
+def _minmax(values: np.ndarray, bound: int | None = None) -> np.ndarray:
+    """Min-max normalised by the first `bound` values (all by default), clipped to [0, 1]."""
+    ref = values[:bound] if bound else values
+    low, high = float(ref.min()), float(ref.max())
+    if high <= low:
+        return np.ones_like(values)
+    return np.clip((values - low) / (high - low), 0.0, 1.0)
 
 
 def _add_piece_scores(fused: list[tuple[dict, dict]], query: np.ndarray, terms: set[str],

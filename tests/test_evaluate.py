@@ -14,6 +14,7 @@ from rag.evaluate import (
     evaluate_retrieval,
     first_gold_rank,
     is_gold,
+    load_questions,
     normalise,
     summarise,
     text_matches,
@@ -21,8 +22,9 @@ from rag.evaluate import (
 from rag.types import Passage
 
 
-def passage(text: str, path: str = "/d/a.txt", pages: tuple[int, int] = (1, 1)) -> Passage:
-    return Passage(chunk_id="c", doc_id="d", title="a", path=path, text=text,
+def passage(text: str, path: str = "/d/a.txt", pages: tuple[int, int] = (1, 1),
+            doc_id: str = "d") -> Passage:
+    return Passage(chunk_id="c", doc_id=doc_id, title="a", path=path, text=text,
                    page_start=pages[0], page_end=pages[1], char_start=0, char_end=len(text))
 
 
@@ -69,9 +71,56 @@ def test_rank_and_metrics():
 def test_evaluate_retrieval_by_language():
     qs = [Question("1", "a", "en", (Evidence("a.txt", text="gold"),)),
           Question("2", "b", "th", (Evidence("a.txt", text="gold"),))]
-    report = evaluate_retrieval(qs, lambda q, k: [passage("gold" if q == "a" else "miss")])
+    report = evaluate_retrieval(qs, lambda q, k, h: [passage("gold" if q == "a" else "miss")])
     assert report["hit@1"] == 0.5 and report["by_lang"]["en"]["hit@1"] == 1.0
     assert report["by_lang"]["th"]["hit@10"] == 0.0 and len(report["questions"]) == 2
+    assert "by_kind" not in report and "rank_alone" not in report["questions"][0]
+
+
+def test_history_rows_are_scored_per_kind_with_and_without_history(tmp_path):
+    rows = [{"id": "1", "question": "What was the sample size?", "kind": "same",
+             "evidence": [{"doc": "a.txt", "text": "gold"}],
+             "history": [{"role": "user", "content": "What did the valve study test?"},
+                         {"role": "assistant", "content": "Relief valves."}]},
+            {"id": "2", "question": "Where did the cat sleep?", "kind": "switch",
+             "evidence": [{"doc": "b.txt", "text": "gold"}],
+             "history": [{"role": "user", "content": "What did the valve study test?"},
+                         {"role": "assistant", "content": "Relief valves."}]},
+            {"id": "3", "question": "Where did the cat sleep?",
+             "evidence": [{"doc": "b.txt", "text": "gold"}]}]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    questions = load_questions(path)
+    assert questions[0].history == (("user", "What did the valve study test?"),
+                                    ("assistant", "Relief valves."))
+    assert [q.kind for q in questions] == ["same", "switch", "single"]
+    calls = []
+
+    def search(question, k, history):
+        calls.append((question, k, history))
+        if question.startswith("What did the valve"):  # the earlier turn: it finds doc "a"
+            return [passage("valves", "/d/a.txt", doc_id="a"),
+                    passage("valves", "/d/a.txt", doc_id="a"),
+                    passage("x", "/d/c.txt", doc_id="c")]
+        if question == "What was the sample size?":  # found only in the light of "a"
+            gold = history and history[-1].doc_ids[0] == "a"
+            return [passage("gold" if gold else "miss", "/d/a.txt")]
+        return [passage("gold", "/d/b.txt")]  # the cat question, with or without history
+
+    report = evaluate_retrieval(questions, search, k=5, turn_k=3)
+    assert report["n"] == 3 and report["hit@1"] == 1.0  # as asked: with history
+    same, switch = report["by_kind"]["same"], report["by_kind"]["switch"]
+    assert same["history"]["hit@5"] == 1.0 and same["alone"]["hit@5"] == 0.0
+    assert switch["history"]["hit@5"] == switch["alone"]["hit@5"] == 1.0
+    assert report["by_kind"]["single"]["history"] == report["by_kind"]["single"]["alone"]
+    first = report["questions"][0]
+    assert first["kind"] == "same" and first["rank"] == 1 and first["rank_alone"] is None
+    assert first["turn_docs"] == [["a", "c"]]  # the earlier turn's documents, found by search
+    # The earlier turn was searched with turn_k passages; its answer is carried along.
+    earlier = [c for c in calls if c[0].startswith("What did the valve")]
+    assert earlier and all(k == 3 and h == () for _, k, h in earlier)
+    turn = next(h for q, _, h in calls if q == "What was the sample size?" and h)[0]
+    assert turn.question == "What did the valve study test?" and turn.answer == "Relief valves."
 
 
 def test_evaluate_answers_counts_written_markers_and_support():
@@ -121,6 +170,44 @@ def test_eval_command_end_to_end(pack_paths, tmp_path):
     assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds",
             "query_seconds"} <= set(report)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_eval_command_reports_follow_ups_per_kind(pack_paths, tmp_path):
+    from rag.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "valves.txt").write_text("The XK-4471 relief valve is serviced every nine hundred "
+                                     "operating hours.\n\nThe sample size of the valve study "
+                                     "was 120 valves.")
+    (docs / "cats.txt").write_text("The feline dozed all afternoon on the woollen carpet.\n\n"
+                                   "The sample size of the cat study was 85 cats.")
+    earlier = [{"role": "user", "content": "How often is the XK-4471 valve serviced?"},
+               {"role": "assistant", "content": "Every nine hundred operating hours."}]
+    rows = [{"id": "1", "question": "What was the sample size of the study?", "kind": "same",
+             "history": earlier, "evidence": [{"doc": "valves.txt", "text": "120 valves"}]},
+            {"id": "2", "question": "Where did the cat sleep?", "kind": "switch",
+             "history": earlier, "evidence": [{"doc": "cats.txt", "text": "The feline dozed"}]}]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(main, ["eval", "--docs", str(docs), "--questions", str(questions),
+                                       "--out", str(out), "--embedder", str(pack_paths.embedder)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert set(report["by_kind"]) == {"same", "switch"}
+    for kind in ("same", "switch"):
+        both = report["by_kind"][kind]
+        assert both["history"]["n"] == both["alone"]["n"] == 1
+        assert {"hit@1", "hit@5", "hit@10", "mrr@10"} <= set(both["history"]) & set(both["alone"])
+        assert f"{kind}  n=1     with history: hit@1=" in result.output
+        assert "| alone: hit@1=" in result.output
+    # (Whether history helps is tests/test_history.py's business: two one-chunk documents
+    # are too few for it.) A change of subject is still answered.
+    assert report["by_kind"]["switch"]["history"]["hit@1"] == 1.0
+    first = report["questions"][0]
+    assert "rank_alone" in first and len(first["turn_docs"]) == 1 and first["turn_docs"][0]
 
 
 @pytest.mark.slow

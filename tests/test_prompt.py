@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from rag.prompt import NOT_FOUND, SYSTEM_PROMPT, build_prompt, pages_label
-from rag.types import Passage
+from rag.prompt import (
+    HISTORY_TURNS,
+    NOT_FOUND,
+    SYSTEM_PROMPT,
+    build_prompt,
+    encode,
+    pages_label,
+)
+from rag.types import Passage, Turn
 
 QUESTION = "When was the Aurora observatory completed?"
 PASSAGES = [
@@ -130,3 +137,68 @@ def test_other_models_use_their_own_chat_template(pack_paths):
     assert prompt.tokens == list(tok.encode(prompt.text, add_special_tokens=False))
     prefix = tok.decode(prompt.tokens[:prompt.prefix_len])
     assert prefix.endswith("<|im_start|>user\n") and "Sources" not in prefix
+
+
+HISTORY = [Turn("Who built the Aurora observatory?", "The Halvorsen brothers built it [1][2].",
+                ("a",)),
+           Turn("Where is saffron grown?", "Saffron is grown in Kozani [ 2 ].", ("b",))]
+
+PINNED_LLAMA_HISTORY = PINNED_LLAMA.replace(
+    "<|start_header_id|>user<|end_header_id|>\n\nSources:",
+    "<|start_header_id|>user<|end_header_id|>\n\n"
+    "Conversation so far:\n\n"
+    "User: Who built the Aurora observatory?\n"
+    "Assistant: The Halvorsen brothers built it.\n\n"
+    "User: Where is saffron grown?\n"
+    "Assistant: Saffron is grown in Kozani.\n\n"
+    "Sources:")
+
+
+def test_prompt_with_history_is_pinned():
+    prompt = build_prompt(QUESTION, PASSAGES, WordTokenizer(), budget=1000, history=HISTORY)
+    assert PINNED_LLAMA_HISTORY != PINNED_LLAMA
+    assert prompt.text == PINNED_LLAMA_HISTORY
+    assert prompt.turns == 2 and prompt.sources == PASSAGES
+    assert prompt.user.startswith("Conversation so far:") and prompt.user in prompt.text
+    # The system message, and so the cached prefix, is the same as without history.
+    plain = build_prompt(QUESTION, PASSAGES, WordTokenizer(), budget=1000)
+    assert prompt.prefix_len == plain.prefix_len
+    assert prompt.tokens[:prompt.prefix_len] == plain.tokens[:plain.prefix_len]
+
+
+def test_no_history_leaves_the_prompt_unchanged():
+    for history in ((), []):
+        prompt = build_prompt(QUESTION, PASSAGES, WordTokenizer(), budget=1000, history=history)
+        assert prompt.text == PINNED_LLAMA and prompt.turns == 0
+
+
+def test_only_the_last_turns_are_carried():
+    many = [Turn(f"Question number {i}?", f"Answer number {i}.") for i in range(6)]
+    prompt = build_prompt(QUESTION, PASSAGES, WordTokenizer(), budget=1000, history=many)
+    assert prompt.turns == HISTORY_TURNS == 3
+    assert "Question number 2?" not in prompt.text and "Question number 3?" in prompt.text
+    assert prompt.text.index("number 3?") < prompt.text.index("number 5?")
+
+
+def test_sources_keep_priority_over_old_turns():
+    tok = LetterTokenizer()
+    long_answer = "The observatory has a long history. " * 20
+    history = [Turn("What is old?", long_answer), Turn("What is new?", "The dome.")]
+    alone = build_prompt(QUESTION, PASSAGES, tok, budget=100_000)
+    full = build_prompt(QUESTION, PASSAGES, tok, budget=100_000, history=history)
+    assert full.turns == 2 and len(full.tokens) > len(alone.tokens) + len(long_answer)
+    # Room for the sources and the newest turn only: the older one is cut or dropped,
+    # never a source.
+    newest = len(encode(tok, "Conversation so far:\n\nUser: What is new?\nAssistant: The dome."))
+    budget = len(alone.tokens) + newest + 10
+    tight = build_prompt(QUESTION, PASSAGES, tok, budget=budget, history=history)
+    assert len(tight.tokens) <= budget
+    assert tight.sources == PASSAGES and not tight.truncated
+    assert "What is new?" in tight.text and long_answer not in tight.text
+    # Too little room beyond the sources for a turn: the prompt is the one without history.
+    exact = build_prompt(QUESTION, PASSAGES, tok, budget=len(alone.tokens) + 10, history=history)
+    assert exact.text == alone.text and exact.turns == 0
+    # A budget too small for every source leaves no room for the conversation either.
+    cut = build_prompt(QUESTION, PASSAGES, tok, budget=len(alone.tokens) - 20, history=history)
+    assert cut.sources == PASSAGES[:1] and cut.turns == 0
+    assert "Conversation so far" not in cut.text

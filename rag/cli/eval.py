@@ -59,7 +59,8 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
         ingest_s = time.perf_counter() - start
     runtime.embedder.embed_batch(["warm up"], query=True)  # first call compiles kernels
     report = evaluate.evaluate_retrieval(
-        questions, lambda q, n: search(q, runtime, k=n), k=k)
+        questions, lambda q, n, history: search(q, runtime, k=n, history=history), k=k,
+        turn_k=config.k)
     report["ingest_seconds"] = ingest_s
     report["documents"] = len(runtime.store.documents.list())
     report["passages"] = runtime.store.chunks.count()
@@ -83,6 +84,8 @@ def ingest_folder(docs_dir: Path, runtime) -> None:
 
 
 def _print(report: dict) -> None:
+    from rag import evaluate
+
     def line(name: str, r: dict) -> str:
         return (f"{name:>6}  n={r['n']:<5} hit@1={r['hit@1']:.3f} hit@5={r['hit@5']:.3f} "
                 f"hit@10={r['hit@10']:.3f} mrr@10={r['mrr@10']:.3f}")
@@ -91,6 +94,11 @@ def _print(report: dict) -> None:
     for lang, r in report.get("by_lang", {}).items():
         if len(report["by_lang"]) > 1:
             click.echo(line(lang, r))
+    for kind, r in report.get("by_kind", {}).items():
+        scores = [" ".join(f"hit@{c}={r[way][f'hit@{c}']:.3f}" for c in evaluate.KS)
+                  for way in ("history", "alone")]
+        click.echo(f"{kind:>6}  n={r['history']['n']:<5} with history: {scores[0]} | "
+                   f"alone: {scores[1]}")
     q = report["query_ms"]
     click.echo(f"documents={report['documents']} passages={report['passages']} "
                f"ingest={report['ingest_seconds']:.1f}s query={report['query_seconds']:.1f}s "
