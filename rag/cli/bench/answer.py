@@ -9,7 +9,7 @@
    vectors with real words for the full-text index, plus two real documents
    embedded for real, so retrieval finds something relevant and the model runs.
 
-Acceptance (the issue): overhead <= 100 ms, throughput within 5%.
+The goal: overhead at most 100 ms, throughput within 5%.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ real two-minute rule). Every `--every` documents a row is printed:
 The baseline is the old behaviour: the chunks table optimized after every
 upload with LanceDB's default cleanup (7 days), into a second store, for the
 first `--baseline` documents, interleaved with the new one so both see the
-same machine. Acceptance (the issue): after 1,000 uploads disk <= 3x live, the
-latest upload <= 2x the first.
+same machine. The goal: after 1,000 uploads, disk at most 3x live data and the
+latest upload at most 2x as slow as the first.
 """
 
 from __future__ import annotations
