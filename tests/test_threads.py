@@ -108,3 +108,19 @@ def test_rag_ask_within_a_thread(pack_config, tmp_path):
     assert missing.returncode == 1 and "--thread nope: no such thread" in missing.stderr
     rag("threads", thread_id, "--delete")
     assert thread_id not in rag("threads").stdout
+
+
+def test_tables_created_by_many_threads_at_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.store import Store
+    from rag.store.jobs import JobTable
+    from rag.store.threads import Threads
+
+    db = Store(tmp_path / "db", dim=4).db
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda i: Threads(db) if i % 2 else JobTable(db, tmp_path / "u"),
+                             range(16)))
+    assert len(made) == 16
+    Threads(db).create("one")
+    assert len(Threads(db).list()) == 1

@@ -135,6 +135,9 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         state.asks = 0  # questions in flight (web/asking.py: Admission)
         state.jobs = JobQueue(state.runtime, Limits.from_config(config))
         state.jobs.start()  # resumes the jobs a crash or a stop left unfinished
+        from rag.store.threads import Threads
+
+        state.threads = Threads(state.runtime.store.db)
 
     def shutdown(app: Litestar) -> None:
         jobs = app.state.get("jobs")

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from rag.store.documents import id_list, quote
+from rag.store.migrations import open_or_create
 
 FINISHED = ("done", "failed", "cancelled")
 KEEP_DAYS = 30.0  # finished job records older than this are dropped at start
@@ -71,10 +72,7 @@ class JobTable:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # one commit at a time from this process
-        listed = db.list_tables()
-        names = set(listed.tables if hasattr(listed, "tables") else listed)
-        self.table = db.open_table("jobs") if "jobs" in names \
-            else db.create_table("jobs", schema=SCHEMA)
+        self.table = open_or_create(db, "jobs", SCHEMA)
 
     # -- uploads -----------------------------------------------------------
     def upload_path(self, stored: str) -> Path:

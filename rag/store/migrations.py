@@ -38,6 +38,19 @@ def table_names(db) -> set[str]:
     return set(listed.tables if hasattr(listed, "tables") else listed)
 
 
+def open_or_create(db, name: str, schema: pa.Schema):
+    """Table `name`, created empty with `schema` if missing (another thread or process
+    may create it at the same moment: then theirs is opened)."""
+    if name in table_names(db):
+        return db.open_table(name)
+    try:
+        return db.create_table(name, schema=schema)
+    except (ValueError, OSError, RuntimeError):
+        if name not in table_names(db):
+            raise
+        return db.open_table(name)
+
+
 def stored_version(db) -> int | None:
     """The store's schema version; None for an empty folder."""
     names = table_names(db)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from rag.store.documents import quote
+from rag.store.migrations import open_or_create
 from rag.types import Turn
 
 TITLE_CHARS = 80
@@ -60,12 +61,8 @@ def title_of(question: str) -> str:
 
 class Threads:
     def __init__(self, db):
-        listed = db.list_tables()
-        names = set(listed.tables if hasattr(listed, "tables") else listed)
-        self.threads = db.open_table("threads") if "threads" in names \
-            else db.create_table("threads", schema=THREADS)
-        self.turns = db.open_table("turns") if "turns" in names \
-            else db.create_table("turns", schema=TURNS)
+        self.threads = open_or_create(db, "threads", THREADS)
+        self.turns = open_or_create(db, "turns", TURNS)
         self._lock = threading.Lock()
 
     def create(self, title: str = "") -> ThreadRecord:
