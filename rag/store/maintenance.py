@@ -46,10 +46,13 @@ Cleanup (`cleanup_age`). A version may be removed once it was *superseded*
 more than KEEP_S ago. LanceDB's own cutoff looks at when a version was
 written, so a version written a day ago and replaced a second ago would go at
 once, under a reader that just opened it; we compute the age that spares it.
-KEEP_S is one minute: a reader holds a version for one query (milliseconds;
+KEEP_S is 20 seconds: a reader holds a version for one query (milliseconds;
 a flat scan of 100k chunks takes seconds) after checking for a newer one at
-most READ_CONSISTENCY_S earlier; a writer holds one for one append, delete or
-compaction (a compaction of 140 MB takes about 7 s here). Cleanup runs inside
+most READ_CONSISTENCY_S (5 s) earlier; a writer holds one for one append or
+delete (a compaction's own time is added to the cutoff, COMPACT_BYTES_PER_S).
+Longer is not free: every version inside the window stays on disk, and with
+uploads arriving several a second a minute's window kept the previous
+compaction's pre-image too (disk 4-5x live data in `rag bench storage`). Cleanup runs inside
 an optimization (lancedb 0.40 has no cleanup alone without the `pylance`
 package). Data files of an unfinished write belong to no version and are
 never touched (LanceDB keeps unreferenced files for 7 days unless told
@@ -75,7 +78,7 @@ log = logging.getLogger("rag.store")
 GROWTH = 0.5  # optimize a table once it grew by half (rows outside its largest fragment)
 OVERHEAD = 0.5  # ... or once the manifests written since reach half its bytes
 MANIFEST_BYTES = 100  # per fragment per version (measured: 27 KB manifests of 250 fragments)
-KEEP_S = 60.0  # a version superseded longer ago than this may be removed
+KEEP_S = 20.0  # a version superseded longer ago than this may be removed
 # Inside `optimize` the cutoff is taken after the compaction: allow for it, slowly
 # (measured here: 11 MB compacted in 0.55 s, 20 MB/s).
 COMPACT_BYTES_PER_S = 5e6
