@@ -145,27 +145,32 @@ def test_evaluate_answers_counts_written_markers_and_support():
     assert report["inferred_share"] == pytest.approx(1 / 3) and report["tokens_per_s"] == 10.0
 
 
-@pytest.mark.slow
-def test_eval_command_end_to_end(pack_paths, tmp_path):
+def run_eval(pack_paths, docs, rows, tmp_path):
+    """`rag eval` over `docs` with question `rows`: (click result, JSON report, its path)."""
     from rag.cli import main
 
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "valves.txt").write_text("The XK-4471 relief valve is serviced every nine hundred "
-                                     "operating hours.\n\nIt was designed in Rotterdam.")
-    (docs / "cats.txt").write_text("The feline dozed all afternoon on the woollen carpet.")
     questions = tmp_path / "q.jsonl"
-    rows = [{"id": "1", "question": "How often is the XK-4471 valve serviced?", "lang": "en",
-             "evidence": [{"doc": "valves.txt", "text": "serviced every nine hundred operating"
-                                                        " hours"}]},
-            {"id": "2", "question": "Where did the cat sleep?", "lang": "en",
-             "evidence": [{"doc": "cats.txt", "text": "The feline dozed"}]}]
     questions.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["eval", "--docs", str(docs), "--questions", str(questions),
                                        "--out", str(out), "--embedder", str(pack_paths.embedder)])
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    return result, json.loads(out.read_text()), out
+
+
+@pytest.mark.slow
+def test_eval_command_end_to_end(pack_paths, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "valves.txt").write_text("The XK-4471 relief valve is serviced every nine hundred "
+                                     "operating hours.\n\nIt was designed in Rotterdam.")
+    (docs / "cats.txt").write_text("The feline dozed all afternoon on the woollen carpet.")
+    rows = [{"id": "1", "question": "How often is the XK-4471 valve serviced?", "lang": "en",
+             "evidence": [{"doc": "valves.txt", "text": "serviced every nine hundred operating"
+                                                        " hours"}]},
+            {"id": "2", "question": "Where did the cat sleep?", "lang": "en",
+             "evidence": [{"doc": "cats.txt", "text": "The feline dozed"}]}]
+    result, report, out = run_eval(pack_paths, docs, rows, tmp_path)
     assert report["hit@1"] == 1.0 and report["n"] == 2 and report["documents"] == 2
     assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds",
             "query_seconds"} <= set(report)
@@ -174,8 +179,6 @@ def test_eval_command_end_to_end(pack_paths, tmp_path):
 
 @pytest.mark.slow
 def test_eval_command_reports_follow_ups_per_kind(pack_paths, tmp_path):
-    from rag.cli import main
-
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "valves.txt").write_text("The XK-4471 relief valve is serviced every nine hundred "
@@ -189,13 +192,7 @@ def test_eval_command_reports_follow_ups_per_kind(pack_paths, tmp_path):
              "history": earlier, "evidence": [{"doc": "valves.txt", "text": "120 valves"}]},
             {"id": "2", "question": "Where did the cat sleep?", "kind": "switch",
              "history": earlier, "evidence": [{"doc": "cats.txt", "text": "The feline dozed"}]}]
-    questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join(json.dumps(r) for r in rows))
-    out = tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["eval", "--docs", str(docs), "--questions", str(questions),
-                                       "--out", str(out), "--embedder", str(pack_paths.embedder)])
-    assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    result, report, out = run_eval(pack_paths, docs, rows, tmp_path)
     assert set(report["by_kind"]) == {"same", "switch"}
     for kind in ("same", "switch"):
         both = report["by_kind"][kind]
