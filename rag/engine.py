@@ -17,7 +17,6 @@ past that `submit` raises Busy at once (the web app answers 503).
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rag.generate import Generator
+from rag.owner import at_exit, release_mlx_streams
 from rag.streams import Busy, EngineError, GenEvent, GenRequest, GenStream
 
 log = logging.getLogger("rag.engine")
@@ -91,8 +91,8 @@ class LocalEngine:
         self.tokenizer = self.generator.tokenizer
         self._thread = threading.Thread(target=self._run, name="rag-engine", daemon=True)
         self._thread.start()
-        # Stop the thread before the interpreter tears MLX down under it.
-        atexit.register(self.close)
+        # Stop the thread (it releases its MLX streams) before the interpreter ends.
+        at_exit(self.close)
 
     # -- callers' side (any thread) ------------------------------------------
     def submit(self, request: GenRequest) -> GenStream:
@@ -139,6 +139,12 @@ class LocalEngine:
 
     # -- the engine's thread -------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            release_mlx_streams()
+
+    def _serve(self) -> None:
         batch = None
         while True:
             with self._cond:

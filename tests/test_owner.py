@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
+from conftest import ROOT, pack_cache
 
 from rag.owner import BULK, INTERACTIVE, Owner
 
@@ -19,12 +23,12 @@ def test_calls_from_many_threads_all_run_on_the_owner_thread():
 
     results: dict[int, int] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, owner.run(work, i)))
-               for i in range(8)]
+               for i in range(12)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert results == {i: i * 2 for i in range(8)}
+    assert results == {i: i * 2 for i in range(12)}
     assert set(seen) == {"test-owner"}
 
 
@@ -102,3 +106,38 @@ def test_the_embedder_runs_every_call_on_its_owner(embedder, monkeypatch):
         t.join()
     assert out["bulk"].shape == (300, embedder.dim) and out["query"].shape == (1, embedder.dim)
     assert set(seen) == {embedder.owner.name} and len(seen) >= 4  # 3 bulk slices + query
+
+
+def test_close_stops_the_thread_after_releasing_its_mlx_streams(monkeypatch):
+    import rag.owner
+
+    released: list[str] = []
+    monkeypatch.setattr(rag.owner, "release_mlx_streams",
+                        lambda: released.append(threading.current_thread().name))
+    owner = Owner("test-owner")
+    assert owner.run(lambda: 3) == 3
+    owner.close()
+    assert not owner._thread.is_alive()
+    assert released == ["test-owner"]  # on the owner's own thread, where its streams live
+
+
+@pytest.mark.slow
+def test_a_process_that_searched_and_answered_exits_cleanly(pack_paths, tmp_path):
+    # MLX streams left to interpreter teardown abort it now and then ("terminate called
+    # without an active exception", exit -6): before the fix, 2 runs in 12 of this script.
+    script = (
+        "import ingest, rag\n"
+        f"config = rag.load_config({{'db': {str(tmp_path / 'db')!r}, 'models': 'pack'}})\n"
+        "rt = rag.open_runtime(config)\n"
+        "ingest.ingest_paths(['corpora'], rt)\n"  # incremental: the first run only
+        "print(len(rag.search('Aurora observatory telescope', rt, k=3)))\n"
+        "print(rag.answer('When was the Aurora observatory completed?', rt).text)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(RAG_CACHE_DIR=str(pack_cache()), RAG_MAX_TOKENS="20",
+               RAG_CONFIG=str(tmp_path / "none.toml"))
+    codes = []
+    for _ in range(12):
+        run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        codes.append((run.returncode, run.stderr.strip().splitlines()[-1:]))
+    assert all(code == 0 for code, _ in codes), codes
