@@ -18,7 +18,8 @@ class Document:
     mime: str
     sha256: str  # hash of the file's bytes: the document's id
     pages: list[Page]
-    empty_pages: int = 0  # pages without a text layer (PDF)
+    empty_pages: int = 0  # pages without a text layer (PDF) that stayed empty
+    ocr_pages: tuple[int, ...] = ()  # pages whose text came from OCR (1-based)
     # (page number, char offset, heading path) where a section starts (Markdown, HTML)
     headings: tuple[tuple[int, int, str], ...] = ()
 

@@ -16,7 +16,6 @@ import pytest
 from rag.retrieve import stored_pieces
 from rag.store import GRACE_S, Store, StoreError
 from rag.store.chunks import create_fts_index
-from rag.store.documents import SCHEMA as DOCUMENTS
 from rag.store.migrations import VERSION, record_version, stored_version
 from rag.store.writers import identity, machine
 from rag.text import chunk_piece_spans, flatten, sentence_pieces
@@ -55,6 +54,16 @@ def _v3_chunks(dim: int) -> pa.Schema:
     """Version 3 added where each piece lies in the chunk's text."""
     schema = _v2_chunks(dim).append(pa.field("piece_spans", pa.list_(pa.list_(pa.int32()))))
     return schema.with_metadata({"embedder": "old"})
+
+
+# The documents table of versions 1-4.
+DOCUMENTS = pa.schema([
+    pa.field("id", pa.string()), pa.field("path", pa.string()),
+    pa.field("title", pa.string()), pa.field("mime", pa.string()),
+    pa.field("pages", pa.int32()), pa.field("chunks", pa.int32()),
+    pa.field("empty_pages", pa.int32()), pa.field("size", pa.int64()),
+    pa.field("added_at", pa.float64()), pa.field("file", pa.string()),
+])
 
 
 def write_old_store(root, version: int, embedder) -> list[str]:
@@ -115,6 +124,10 @@ def test_a_store_of_every_earlier_version_opens_migrates_and_searches(version, e
 
     stamps = store.chunks.table.search().select(["writer", "written_at"]).to_list()
     assert {(r["writer"], r["written_at"]) for r in stamps} == {("", 0.0)}  # long ago
+    # Version 5: profiles from the stored first pages; no page came from OCR.
+    old = {d.id: d for d in store.documents.list()}
+    assert old[ids[0]].profile == f"Old 0\n0\n{TEXTS[0]}"
+    assert all(d.ocr_pages == () for d in old.values())
 
     runtime = Runtime(config=load_config({"db": str(tmp_path)}, env={}), embedder=embedder,
                       store=store)
@@ -158,7 +171,7 @@ def test_version_4_adds_the_writer_columns_without_rewriting_the_table(embedder,
     data = tmp_path / "lance" / "chunks.lance" / "data"
     before = {p.name: p.stat().st_size for p in data.iterdir()}
     store = Store(tmp_path, embedder.dim, embedder.name)
-    assert stored_version(store.db) == VERSION == 4
+    assert stored_version(store.db) == VERSION
     after = {p.name: p.stat().st_size for p in data.iterdir()}
     assert {k: after[k] for k in before} == before  # the old data files stay as they were
     assert len(after) == len(before) + 1  # one file with the two new columns beside them

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.profiles import profile_text
 from rag.store import chunks as chunk_table
 from rag.store import documents as doc_table
 from rag.store import maintenance
@@ -108,7 +109,10 @@ class Store:
                                      pages=len(doc.pages), chunks=len(chunks),
                                      empty_pages=doc.empty_pages,
                                      size=self.originals.size(stored),
-                                     added_at=time.time(), file=stored))
+                                     added_at=time.time(), file=stored,
+                                     profile=profile_text(doc.title, doc.path,
+                                                          [p.text for p in doc.pages]),
+                                     ocr_pages=tuple(doc.ocr_pages)))
         self.chunks.delete_docs(r.id for r in records)  # leftovers of an interrupted run
         self.chunks.add(tables)
         self.documents.put(records)

@@ -20,6 +20,9 @@ class DocRecord:
     size: int
     added_at: float
     file: str  # stored copy of the original (see rag/store/files.py)
+    # What tells it from its neighbours (rag/profiles.py); searched beside the chunks.
+    profile: str = ""
+    ocr_pages: tuple[int, ...] = ()  # pages whose text came from OCR (1-based)
 
 
 SCHEMA = pa.schema([
@@ -28,6 +31,7 @@ SCHEMA = pa.schema([
     pa.field("pages", pa.int32()), pa.field("chunks", pa.int32()),
     pa.field("empty_pages", pa.int32()), pa.field("size", pa.int64()),
     pa.field("added_at", pa.float64()), pa.field("file", pa.string()),
+    pa.field("profile", pa.string()), pa.field("ocr_pages", pa.list_(pa.int32())),
 ])
 _NAMES = [f.name for f in fields(DocRecord)]
 
@@ -64,7 +68,8 @@ class Documents:
         """Write (or rewrite) the rows of `records`, in one commit (one table version)."""
         if not records:
             return
-        rows = pa.Table.from_pylist([asdict(r) for r in records], schema=self.table.schema)
+        rows = pa.Table.from_pylist([{**asdict(r), "ocr_pages": list(r.ocr_pages)}
+                                     for r in records], schema=self.table.schema)
         self.table.merge_insert("id").when_matched_update_all() \
             .when_not_matched_insert_all().execute(rows)
 
@@ -78,4 +83,7 @@ class Documents:
 
     @staticmethod
     def _record(row: dict) -> DocRecord:
-        return DocRecord(**{k: row[k] for k in _NAMES})
+        values = {k: row[k] for k in _NAMES}
+        values["ocr_pages"] = tuple(values["ocr_pages"] or ())
+        values["profile"] = values["profile"] or ""
+        return DocRecord(**values)

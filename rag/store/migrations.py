@@ -12,6 +12,9 @@ store of any earlier version opens (tests/test_store.py builds one of each).
    (rag/store/writers.py). Added with `Table.add_columns`, which writes only the
    two new columns beside each existing data file: the table is not rewritten.
    Old rows get written_at 0 (long ago) and no writer.
+5. documents: `profile` (rag/profiles.py) and `ocr_pages`. The documents table
+   (one row per document) is rewritten; old documents' profiles come from their
+   stored chunks of the first pages, and no page of theirs came from OCR.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from rag.store.chunks import create_fts_index
 from rag.store.pieces import list_array, piece_matrix
 from rag.text import chunk_piece_spans, flatten
 
-VERSION = 4
+VERSION = 5
 META = pa.schema([pa.field("key", pa.string()), pa.field("value", pa.string())])
 
 
@@ -61,6 +64,8 @@ def stored_version(db) -> int | None:
             return int(values["schema_version"])
     if "chunks" not in names:
         return None
+    if "documents" in names and "profile" in db.open_table("documents").schema.names:
+        return 5
     columns = db.open_table("chunks").schema.names
     for version, column in ((4, "writer"), (3, "piece_spans"), (2, "pieces")):
         if column in columns:
@@ -142,4 +147,28 @@ def _add_writer(db) -> None:
                                          "writer": "CAST('' AS STRING)"})
 
 
-MIGRATIONS: dict[int, Callable] = {2: _add_pieces, 3: _add_piece_spans, 4: _add_writer}
+def _add_profiles(db) -> None:
+    """Version 5: document profiles and OCR pages."""
+    from rag.profiles import PROFILE_PAGES, profile_text
+    from rag.store.documents import SCHEMA
+
+    docs = db.open_table("documents").to_arrow().to_pylist()
+    first = (db.open_table("chunks").search()
+             .where(f"page_start <= {PROFILE_PAGES}")
+             .select(["doc_id", "ordinal", "page_start", "text"]).limit(None).to_list())
+    pages: dict[str, list[tuple[int, int, str]]] = {}
+    for row in first:
+        pages.setdefault(row["doc_id"], []).append(
+            (row["page_start"], row["ordinal"], row["text"]))
+    for doc in docs:
+        by_page: dict[int, list[str]] = {}
+        for page, _, text in sorted(pages.get(doc["id"], [])):
+            by_page.setdefault(page, []).append(text)
+        doc["profile"] = profile_text(doc["title"], doc["path"],
+                                      [" ".join(by_page[p]) for p in sorted(by_page)])
+        doc["ocr_pages"] = []
+    db.create_table("documents", pa.Table.from_pylist(docs, schema=SCHEMA), mode="overwrite")
+
+
+MIGRATIONS: dict[int, Callable] = {2: _add_pieces, 3: _add_piece_spans, 4: _add_writer,
+                                   5: _add_profiles}
