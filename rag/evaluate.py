@@ -20,15 +20,20 @@ The report (`rag eval --out`, one JSON object; new keys may be added, none
 renamed):
 
     n, hit@1, hit@5, hit@10, mrr@10   every question as asked (with its history)
-    by_lang    {lang: {n, hit@1, hit@5, hit@10, mrr@10}}
+    doc_hit@1, doc_hit@5   the right document: a gold document is the first
+               (among the first five) distinct documents of the ranked passages,
+               so a routing error (wrong document) can be told from a ranking
+               error (right document, wrong passage)
+    by_lang    {lang: {n, hit@1, hit@5, hit@10, mrr@10, doc_hit@1, doc_hit@5}}
     by_kind    only when some row has history: {kind: {"history": scores,
                "alone": scores}}, the same questions with and without their
                history (scores as in by_lang); a row without `kind` counts as
                "followup", or "single" when it has no history either
     query_seconds, query_ms {mean, p50, p95}   the searches as asked
-    questions  [{id, lang, kind, rank, ms} + rank_alone for a follow-up,
-               turn_docs (document ids of its earlier turns)]; rank: 1-based
-               rank of the first gold passage, null when none in the top k
+    questions  [{id, lang, kind, rank, doc_rank, ms} + rank_alone for a
+               follow-up, turn_docs (document ids of its earlier turns)]; rank:
+               1-based rank of the first gold passage, doc_rank: of the first
+               gold document among the distinct documents; null when none
     ingest_seconds, documents, passages, embedder, questions_file   (rag eval)
     answers    with --answers: see evaluate_answers
 """
@@ -115,18 +120,42 @@ def is_gold(passage: Passage, evidence: Sequence[Evidence], doc_name: str) -> bo
     return False
 
 
-def first_gold_rank(passages: Sequence[Passage], question: Question) -> int | None:
+def file_name(path: str) -> str:
+    """How evidence names a stored document: its file's basename."""
+    return Path(path).name
+
+
+def first_gold_rank(passages: Sequence[Passage], question: Question,
+                    name: Callable[[str], str] = file_name) -> int | None:
     """1-based rank of the first gold passage, or None."""
     for rank, p in enumerate(passages, 1):
-        if is_gold(p, question.evidence, Path(p.path).name):
+        if is_gold(p, question.evidence, name(p.path)):
             return rank
     return None
 
 
-def summarise(ranks: Sequence[int | None], k: int = 10) -> dict:
+def first_gold_document(passages: Sequence[Passage], question: Question,
+                        name: Callable[[str], str] = file_name) -> int | None:
+    """1-based rank of the first gold document among the passages' distinct documents."""
+    gold = {ev.doc for ev in question.evidence}
+    seen: list[str] = []
+    for p in passages:
+        if p.doc_id in seen:
+            continue
+        seen.append(p.doc_id)
+        if name(p.path) in gold:
+            return len(seen)
+    return None
+
+
+def summarise(ranks: Sequence[int | None], k: int = 10,
+              doc_ranks: Sequence[int | None] | None = None) -> dict:
     n = len(ranks)
     out = {f"hit@{c}": (sum(1 for r in ranks if r and r <= c) / n if n else 0.0) for c in KS}
     out[f"mrr@{k}"] = sum(1 / r for r in ranks if r and r <= k) / n if n else 0.0
+    if doc_ranks is not None:
+        for c in (1, 5):
+            out[f"doc_hit@{c}"] = sum(1 for r in doc_ranks if r and r <= c) / n if n else 0.0
     out["n"] = n
     return out
 
@@ -149,10 +178,12 @@ def history_turns(question: Question, search: Search, turn_k: int) -> list[Turn]
 
 
 def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int = 10,
-                       turn_k: int = 6) -> dict:
+                       turn_k: int = 6, name: Callable[[str], str] = file_name) -> dict:
     """Run `search(question, k, history)` for each question; scores overall, per language
-    and, when rows have history, per kind with and without it (module doc: the report)."""
+    and, when rows have history, per kind with and without it (module doc: the report).
+    `name(path)`: the evidence's name of a stored document (its file name by default)."""
     ranks: list[int | None] = []
+    doc_ranks: list[int | None] = []
     alone: list[int | None] = []
     times: list[float] = []
     per_question = []
@@ -161,19 +192,22 @@ def evaluate_retrieval(questions: Sequence[Question], search: Search, *, k: int 
         start = time.perf_counter()
         passages = search(q.question, k, tuple(turns))
         times.append((time.perf_counter() - start) * 1000)
-        rank = first_gold_rank(passages, q)
+        rank = first_gold_rank(passages, q, name)
         ranks.append(rank)
+        doc_ranks.append(first_gold_document(passages, q, name))
         entry = {"id": q.id, "lang": q.lang, "kind": q.kind, "rank": rank,
-                 "ms": round(times[-1], 2)}
+                 "doc_rank": doc_ranks[-1], "ms": round(times[-1], 2)}
         alone.append(rank)
         if turns:
-            alone[-1] = first_gold_rank(search(q.question, k, ()), q)
+            alone[-1] = first_gold_rank(search(q.question, k, ()), q, name)
             entry |= {"rank_alone": alone[-1], "turn_docs": [list(t.doc_ids) for t in turns]}
         per_question.append(entry)
-    report = summarise(ranks, k)
+    report = summarise(ranks, k, doc_ranks)
     langs = sorted({q.lang for q in questions})
-    report["by_lang"] = {lang: summarise([r for r, q in zip(ranks, questions) if q.lang == lang], k)
-                         for lang in langs}
+    report["by_lang"] = {
+        lang: summarise([r for r, q in zip(ranks, questions) if q.lang == lang], k,
+                        [r for r, q in zip(doc_ranks, questions) if q.lang == lang])
+        for lang in langs}
     if any(q.history for q in questions):
         report["by_kind"] = {
             kind: {"history": summarise([r for r, q in zip(ranks, questions) if q.kind == kind], k),

@@ -12,6 +12,7 @@ from rag.evaluate import (
     Question,
     evaluate_answers,
     evaluate_retrieval,
+    first_gold_document,
     first_gold_rank,
     is_gold,
     load_questions,
@@ -66,6 +67,20 @@ def test_rank_and_metrics():
     m = summarise([1, 2, None, 7])
     assert (m["hit@1"], m["hit@5"], m["hit@10"], m["n"]) == (0.25, 0.5, 0.75, 4)
     assert m["mrr@10"] == pytest.approx((1 + 1 / 2 + 1 / 7) / 4)
+
+
+def test_document_rank_counts_distinct_documents_before_the_gold_one():
+    q = Question("1", "?", "en", (Evidence("b.pdf", page=3),))
+    ranked = [passage("x", "/d/a.pdf", doc_id="a"), passage("y", "/d/a.pdf", doc_id="a"),
+              passage("z", "/d/c.pdf", doc_id="c"), passage("w", "/d/b.pdf", (9, 9), "b")]
+    # The right document third among the documents, though no passage of it is gold.
+    assert first_gold_document(ranked, q) == 3 and first_gold_rank(ranked, q) is None
+    assert first_gold_document(ranked[:3], q) is None
+    # Stored under another name: the mapping says which file it was.
+    assert first_gold_document(ranked, q, lambda p: {"c.pdf": "b.pdf"}.get(p.rsplit("/")[-1],
+                                                                          "")) == 2
+    m = summarise([None, 4], doc_ranks=[1, 3])
+    assert (m["doc_hit@1"], m["doc_hit@5"]) == (0.5, 1.0)
 
 
 def test_evaluate_retrieval_by_language():
@@ -145,7 +160,7 @@ def test_evaluate_answers_counts_written_markers_and_support():
     assert report["inferred_share"] == pytest.approx(1 / 3) and report["tokens_per_s"] == 10.0
 
 
-def run_eval(pack_paths, docs, rows, tmp_path):
+def run_eval(pack_paths, docs, rows, tmp_path, *options):
     """`rag eval` over `docs` with question `rows`: (click result, JSON report, its path)."""
     from rag.cli import main
 
@@ -153,7 +168,8 @@ def run_eval(pack_paths, docs, rows, tmp_path):
     questions.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "report.json"
     result = CliRunner().invoke(main, ["eval", "--docs", str(docs), "--questions", str(questions),
-                                       "--out", str(out), "--embedder", str(pack_paths.embedder)])
+                                       "--out", str(out), "--embedder", str(pack_paths.embedder),
+                                       *options])
     assert result.exit_code == 0, result.output
     return result, json.loads(out.read_text()), out
 
@@ -174,7 +190,13 @@ def test_eval_command_end_to_end(pack_paths, tmp_path):
     assert report["hit@1"] == 1.0 and report["n"] == 2 and report["documents"] == 2
     assert {"hit@5", "hit@10", "mrr@10", "by_lang", "ingest_seconds",
             "query_seconds"} <= set(report)
+    assert report["doc_hit@1"] == 1.0 and [q["doc_rank"] for q in report["questions"]] == [1, 1]
+    assert "doc_hit@1=1.000" in result.output
     assert out.with_suffix(".png").stat().st_size > 1000
+    # Under opaque names the gold documents are still recognised (through the mapping).
+    (tmp_path / "opaque").mkdir()
+    result, report, _ = run_eval(pack_paths, docs, rows, tmp_path / "opaque", "--opaque-names")
+    assert report["opaque_names"] and report["doc_hit@1"] == 1.0 and report["hit@1"] == 1.0
 
 
 @pytest.mark.slow

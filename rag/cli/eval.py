@@ -24,9 +24,12 @@ from rag.cli.common import config_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON report here (and the hit@k plot next to it).")
 @click.option("--limit", type=int, help="Only the first N questions.")
+@click.option("--opaque-names", is_flag=True,
+              help="Ingest the documents under opaque file names (doc-0001.pdf, ...), to "
+                   "measure retrieval that cannot lean on the names.")
 @config_options
 def eval_command(docs_dir: Path | None, questions_file: Path, k: int, answers: bool,
-                 out: Path | None, limit: int | None, config: Config) -> None:
+                 out: Path | None, limit: int | None, opaque_names: bool, config: Config) -> None:
     """Measure retrieval (and answers) on a question set with gold evidence.
 
     Without --db the documents go into a temporary store that is deleted afterwards.
@@ -38,7 +41,14 @@ def eval_command(docs_dir: Path | None, questions_file: Path, k: int, answers: b
         explicit_db = click.get_current_context().params.get("db")
         if not explicit_db:
             config = replace(config, db=Path(tmp) / "db")
-        report = run(config, docs_dir, questions, k=k, answers=answers)
+        names: dict[str, str] = {}
+        if opaque_names:
+            if docs_dir is None:
+                raise click.UsageError("--opaque-names needs --docs")
+            docs_dir, names = opaque_copy(docs_dir, Path(tmp) / "docs")
+        report = run(config, docs_dir, questions, k=k, answers=answers,
+                     name=lambda path: names.get(Path(path).name, Path(path).name))
+        report["opaque_names"] = opaque_names
     report["questions_file"] = str(questions_file)
     _print(report)
     if out:
@@ -48,7 +58,25 @@ def eval_command(docs_dir: Path | None, questions_file: Path, k: int, answers: b
         click.echo(f"wrote {out} and {out.with_suffix('.png')}")
 
 
-def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bool) -> dict:
+def opaque_copy(docs_dir: Path, into: Path) -> tuple[Path, dict[str, str]]:
+    """Copies of the folder's files named doc-0001.ext, ... in an order unrelated to their
+    names (by content hash); opaque name -> original name."""
+    import hashlib
+    import shutil
+
+    files = [p for p in docs_dir.rglob("*") if p.is_file()]
+    files.sort(key=lambda p: hashlib.sha256(p.read_bytes()).hexdigest())
+    into.mkdir(parents=True)
+    names = {}
+    for i, path in enumerate(files, 1):
+        opaque = f"doc-{i:04d}{path.suffix.lower()}"
+        shutil.copyfile(path, into / opaque)
+        names[opaque] = path.name
+    return into, names
+
+
+def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bool,
+        name=None) -> dict:
     from rag import evaluate, open_runtime, search
 
     runtime = open_runtime(config)
@@ -60,7 +88,7 @@ def run(config: Config, docs_dir: Path | None, questions, *, k: int, answers: bo
     runtime.embedder.embed_batch(["warm up"], query=True)  # first call compiles kernels
     report = evaluate.evaluate_retrieval(
         questions, lambda q, n, history: search(q, runtime, k=n, history=history), k=k,
-        turn_k=config.k)
+        turn_k=config.k, name=name or evaluate.file_name)
     report["ingest_seconds"] = ingest_s
     report["documents"] = len(runtime.store.documents.list())
     report["passages"] = runtime.store.chunks.count()
@@ -88,7 +116,8 @@ def _print(report: dict) -> None:
 
     def line(name: str, r: dict) -> str:
         return (f"{name:>6}  n={r['n']:<5} hit@1={r['hit@1']:.3f} hit@5={r['hit@5']:.3f} "
-                f"hit@10={r['hit@10']:.3f} mrr@10={r['mrr@10']:.3f}")
+                f"hit@10={r['hit@10']:.3f} mrr@10={r['mrr@10']:.3f} "
+                f"doc_hit@1={r['doc_hit@1']:.3f} doc_hit@5={r['doc_hit@5']:.3f}")
 
     click.echo(line("all", report))
     for lang, r in report.get("by_lang", {}).items():
