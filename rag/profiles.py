@@ -1,21 +1,28 @@
 """Document profiles: what a document says about itself, for telling it from its neighbours.
 
-A profile is written at ingestion: the title, the file name's words and the
-start of the first pages (a filing's cover names its issuer, form and period;
-a paper's first page its title, authors and abstract). It is stored with the
-document (`DocRecord.profile`) and searched beside the chunks (rag/retrieve.py:
-profile_prior): which of its terms distinguish a document is decided at query
-time against the other documents' profiles, so nothing here knows a genre.
+A profile is written at ingestion, in two parts stored with the document:
+- the profile text (`DocRecord.profile`): the title, the file name's words and
+  the start of the first pages (a filing's cover names its issuer, form and
+  period; a paper's first page its title, authors and abstract);
+- its vocabulary: the terms its pages use most, with their counts (an issuer's
+  name is on every page of its filing, and a year on most pages of that
+  year's report).
+Both are searched beside the chunks (rag/retrieve.py: profile_prior). Which
+terms distinguish a document is decided at query time, against the other
+documents' profiles (IDF across documents), so nothing here knows a genre.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePath
 
 PROFILE_CHARS = 2000  # of the first pages' text
 PROFILE_PAGES = 3
+VOCABULARY = 1500  # terms kept per document
 
 
 def name_words(path: str) -> str:
@@ -37,3 +44,88 @@ def profile_text(title: str, path: str, pages: Sequence[str]) -> str:
             break
     parts = [title.strip(), name_words(path), " ".join(head)]
     return "\n".join(p for p in parts if p)
+
+
+_SPLIT = re.compile(r"\d+|[^\W\d_]+")
+
+
+def profile_terms(text: str) -> list[str]:
+    """Terms for matching questions to profiles: the index's stemmed terms, plus the
+    letter and digit parts of mixed tokens ('fy2018' -> 'fy', '2018'; '10-k' and '10k'
+    meet at '10', 'k' is too short to count)."""
+    from rag.lexical import index_terms
+
+    out = []
+    for term in index_terms(text):
+        out.append(term)
+        parts = _SPLIT.findall(term)
+        if len(parts) > 1:
+            out.extend(p for p in parts if len(p) > 1)
+    return out
+
+
+def vocabulary(texts: Iterable[str], size: int = VOCABULARY) -> dict[str, int]:
+    """A document's `size` most frequent terms (profile_terms, stop words out) and their
+    counts, most frequent first: what its pages keep talking about (an issuer's name,
+    its periods, a paper's subject)."""
+    from rag.lexical import STOP_WORDS
+
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(t for t in profile_terms(text) if t not in STOP_WORDS)
+    return dict(counts.most_common(size))
+
+
+class _BM25:
+    K1, B = 1.2, 0.75
+
+    def __init__(self, counts: dict[str, Mapping[str, int]]):
+        self.counts = counts
+        self.lengths = {d: sum(c.values()) for d, c in counts.items()}
+        self.avg = (sum(self.lengths.values()) / len(counts)) if counts else 0.0
+        df: Counter = Counter()
+        for c in counts.values():
+            df.update(c.keys())
+        n = len(counts)
+        self.df = df
+        self.idf = {t: math.log(1.0 + (n - k + 0.5) / (k + 0.5)) for t, k in df.items()}
+
+    def scores(self, terms: set[str]) -> dict[str, float]:
+        # A term in more than half of the documents tells none of them apart.
+        terms = {t for t in terms if self.df.get(t, 0) * 2 <= len(self.counts)}
+        out: dict[str, float] = {}
+        if not terms or not self.avg:
+            return out
+        for doc_id, counts in self.counts.items():
+            norm = self.K1 * (1 - self.B + self.B * self.lengths[doc_id] / self.avg)
+            score = 0.0
+            for t in terms:
+                f = counts.get(t)
+                if f:
+                    score += self.idf[t] * f * (self.K1 + 1) / (f + norm)
+            if score > 0:
+                out[doc_id] = score
+        return out
+
+
+class ProfileIndex:
+    """Which documents a question names: BM25 of its terms over each document's
+    vocabulary (who and what the whole document is about) plus BM25 over its profile
+    text (its cover: form, period, title), IDF taken across the documents; a term
+    more than half of the documents have counts for nothing."""
+
+    def __init__(self, profiles: Mapping[str, tuple[str, Mapping[str, int]]],
+                 cover_weight: float = 1.0):
+        self.cover_weight = cover_weight
+        self.vocab = _BM25({d: v for d, (_, v) in profiles.items()})
+        self.cover = _BM25({d: Counter(profile_terms(text)) for d, (text, _) in profiles.items()})
+
+    def scores(self, question: str) -> dict[str, float]:
+        """The question's score for each document that shares a term with it (> 0)."""
+        from rag.lexical import STOP_WORDS
+
+        terms = {t for t in profile_terms(question) if t not in STOP_WORDS}
+        out = self.vocab.scores(terms)
+        for doc_id, score in self.cover.scores(terms).items():
+            out[doc_id] = out.get(doc_id, 0.0) + self.cover_weight * score
+        return out

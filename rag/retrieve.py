@@ -58,6 +58,7 @@ import numpy as np
 
 from rag.embed import model_name
 from rag.lexical import content_terms, latin_share, overlap, words
+from rag.profiles import ProfileIndex
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten
 from rag.types import Passage, Turn
@@ -84,6 +85,11 @@ class Fusion:
     # Earlier turns that feed the prior, and the prior's factor per turn further back.
     history_turns: int = 3
     history_decay: float = 0.5
+    # Document profiles (profile_prior): on/off, how many documents the prior names at
+    # most, and the share of the best profile score a document needs to be named.
+    profiles: bool = True
+    profile_docs: int = 5
+    profile_floor: float = 0.5
 
 
 DEFAULT_FUSION = Fusion()
@@ -128,7 +134,8 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     the conversation's earlier turns, oldest first, and `doc_prior` (document id -> value
     in [0, 1]) favour documents (module doc: document prior)."""
     store = runtime.store
-    prior = merge_priors(doc_prior or {}, history_prior(history, runtime, fusion))
+    prior = merge_priors(doc_prior or {}, history_prior(history, runtime, fusion),
+                         profile_prior(question, runtime, fusion) if fusion.profiles else {})
     vector = runtime.embedder.embed_batch([question], query=True)[0]
     wp, wv, wj, wt = weights(question, runtime.embedder.name, fusion)
     # With both vector weights at 0 its candidates would only crowd the text side's.
@@ -162,6 +169,31 @@ def merge_priors(*priors: Mapping[str, float]) -> dict[str, float]:
             if value > out.get(doc_id, 0.0):
                 out[doc_id] = value
     return out
+
+
+def profile_prior(question: str, runtime: Runtime,
+                  fusion: Fusion = DEFAULT_FUSION) -> dict[str, float]:
+    """The documents whose profiles the question names (rag/profiles.py), as a prior:
+    the best gets 1, the others by their score's share above `fusion.profile_floor`
+    of the best. None when more than `fusion.profile_docs` documents come that
+    close: the question does not single any out."""
+    scores = profile_index(runtime.store).scores(question)
+    if not scores:
+        return {}
+    top = max(scores.values())
+    floor = fusion.profile_floor
+    named = {d: (s / top - floor) / (1 - floor) for d, s in scores.items() if s / top > floor}
+    return named if len(named) <= fusion.profile_docs else {}
+
+
+def profile_index(store) -> ProfileIndex:
+    """The ProfileIndex of the store's documents, rebuilt when they change."""
+    profiles = store.documents.profiles()
+    cached = getattr(store, "_profile_index", None)
+    if cached is None or cached[0] is not profiles:
+        cached = (profiles, ProfileIndex(profiles))
+        store._profile_index = cached
+    return cached[1]
 
 
 def history_prior(history: Sequence[Turn], runtime: Runtime,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
@@ -32,6 +32,9 @@ SCHEMA = pa.schema([
     pa.field("empty_pages", pa.int32()), pa.field("size", pa.int64()),
     pa.field("added_at", pa.float64()), pa.field("file", pa.string()),
     pa.field("profile", pa.string()), pa.field("ocr_pages", pa.list_(pa.int32())),
+    # The document's vocabulary (rag/profiles.py: vocabulary): its most frequent
+    # terms and their counts. Read only by profiles(), never by list().
+    pa.field("terms", pa.list_(pa.string())), pa.field("term_counts", pa.list_(pa.int32())),
 ])
 _NAMES = [f.name for f in fields(DocRecord)]
 
@@ -48,14 +51,27 @@ def id_list(ids) -> str:
 class Documents:
     def __init__(self, table):
         self.table = table
+        self._profiles: tuple[int, dict] | None = None
 
     def list(self) -> list[DocRecord]:
-        rows = self.table.to_arrow().to_pylist()
+        rows = self.table.search().select(_NAMES).limit(None).to_list()
         return sorted((self._record(r) for r in rows), key=lambda d: d.added_at)
 
     def get(self, doc_id: str) -> DocRecord | None:
-        rows = self.table.search().where(f"id = {quote(doc_id)}").limit(1).to_list()
+        rows = (self.table.search().where(f"id = {quote(doc_id)}").select(_NAMES)
+                .limit(1).to_list())
         return self._record(rows[0]) if rows else None
+
+    def profiles(self) -> dict[str, tuple[str, dict[str, int]]]:
+        """id -> (profile text, vocabulary), read once per table version."""
+        version = self.table.version
+        if self._profiles is None or self._profiles[0] != version:
+            rows = (self.table.search().select(["id", "profile", "terms", "term_counts"])
+                    .limit(None).to_list())
+            self._profiles = (version, {
+                r["id"]: (r["profile"] or "", dict(zip(r["terms"] or (), r["term_counts"] or ())))
+                for r in rows})
+        return self._profiles[1]
 
     def ids(self) -> set[str]:
         return set(self.table.to_arrow().column("id").to_pylist())
@@ -64,12 +80,17 @@ class Documents:
         rows = self.table.search().where(f"path = {quote(path)}").to_list()
         return [self._record(r) for r in rows]
 
-    def put(self, records: Sequence[DocRecord]) -> None:
-        """Write (or rewrite) the rows of `records`, in one commit (one table version)."""
+    def put(self, records: Sequence[DocRecord],
+            vocabularies: Mapping[str, Mapping[str, int]]) -> None:
+        """Write (or rewrite) the rows of `records` with their vocabularies (by id), in one
+        commit (one table version)."""
         if not records:
             return
-        rows = pa.Table.from_pylist([{**asdict(r), "ocr_pages": list(r.ocr_pages)}
-                                     for r in records], schema=self.table.schema)
+        rows = pa.Table.from_pylist(
+            [{**asdict(r), "ocr_pages": list(r.ocr_pages),
+              "terms": list(vocabularies.get(r.id, {})),
+              "term_counts": list(vocabularies.get(r.id, {}).values())} for r in records],
+            schema=self.table.schema)
         self.table.merge_insert("id").when_matched_update_all() \
             .when_not_matched_insert_all().execute(rows)
 

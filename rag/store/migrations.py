@@ -74,11 +74,8 @@ def stored_version(db) -> int | None:
 
 
 def record_version(db, version: int) -> None:
-    if "meta" in table_names(db):
-        meta = db.open_table("meta")
-        meta.delete("key = 'schema_version'")
-    else:
-        meta = db.create_table("meta", schema=META)
+    meta = open_or_create(db, "meta", META)
+    meta.delete("key = 'schema_version'")
     meta.add([{"key": "schema_version", "value": str(version)}])
 
 
@@ -148,25 +145,28 @@ def _add_writer(db) -> None:
 
 
 def _add_profiles(db) -> None:
-    """Version 5: document profiles and OCR pages."""
-    from rag.profiles import PROFILE_PAGES, profile_text
+    """Version 5: document profiles (text and vocabulary) and OCR pages."""
+    from rag.profiles import PROFILE_PAGES, profile_text, vocabulary
     from rag.store.documents import SCHEMA
 
     docs = db.open_table("documents").to_arrow().to_pylist()
-    first = (db.open_table("chunks").search()
-             .where(f"page_start <= {PROFILE_PAGES}")
-             .select(["doc_id", "ordinal", "page_start", "text"]).limit(None).to_list())
-    pages: dict[str, list[tuple[int, int, str]]] = {}
-    for row in first:
-        pages.setdefault(row["doc_id"], []).append(
+    chunks = (db.open_table("chunks").search().select(["doc_id", "ordinal", "page_start", "text"])
+              .limit(None).to_list())
+    by_doc: dict[str, list[tuple[int, int, str]]] = {}
+    for row in chunks:
+        by_doc.setdefault(row["doc_id"], []).append(
             (row["page_start"], row["ordinal"], row["text"]))
     for doc in docs:
+        rows = sorted(by_doc.get(doc["id"], []), key=lambda r: r[1])
         by_page: dict[int, list[str]] = {}
-        for page, _, text in sorted(pages.get(doc["id"], [])):
-            by_page.setdefault(page, []).append(text)
+        for page, _, text in rows:
+            if page <= PROFILE_PAGES:
+                by_page.setdefault(page, []).append(text)
         doc["profile"] = profile_text(doc["title"], doc["path"],
                                       [" ".join(by_page[p]) for p in sorted(by_page)])
         doc["ocr_pages"] = []
+        vocab = vocabulary(text for _, _, text in rows)
+        doc["terms"], doc["term_counts"] = list(vocab), list(vocab.values())
     db.create_table("documents", pa.Table.from_pylist(docs, schema=SCHEMA), mode="overwrite")
 
 
