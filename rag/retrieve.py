@@ -40,8 +40,9 @@ score, `match` being its document's best fused score over the best of all
 candidates (`scores["prior"]` holds `value * match`): a prior decides between
 documents the question fits about equally, or fits none of well, and yields
 where the question clearly fits another one. A conversation feeds it through
-`history` (history_prior); other sources (a user's profile) pass `doc_prior`;
-the two merge by the larger value. Figures and the choice of prior_weight
+`history` (rag/priors.py: history_prior), the question's own words through the
+documents' profiles (profile_prior: rag/profiles.py); callers may pass
+`doc_prior` too; they merge by the larger value. Figures and the choice of prior_weight
 (on half of covidqa's follow-ups): README, "Follow-up questions".
 """
 
@@ -58,7 +59,7 @@ import numpy as np
 
 from rag.embed import model_name
 from rag.lexical import content_terms, latin_share, overlap, words
-from rag.profiles import ProfileIndex
+from rag.priors import history_prior, merge_priors, profile_prior
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten
 from rag.types import Passage, Turn
@@ -90,6 +91,9 @@ class Fusion:
     profiles: bool = True
     profile_docs: int = 5
     profile_floor: float = 0.5
+    profile_scale: float = 1.0  # the profile prior's values are scaled by this
+    # How far below the best the best unnamed document must be (share of the best).
+    profile_gap: float = 0.6
 
 
 DEFAULT_FUSION = Fusion()
@@ -160,78 +164,6 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     return out
 
 
-def merge_priors(*priors: Mapping[str, float]) -> dict[str, float]:
-    """One document prior from several: the largest value per document, clipped to [0, 1]."""
-    out: dict[str, float] = {}
-    for prior in priors:
-        for doc_id, value in prior.items():
-            value = min(1.0, max(0.0, float(value)))
-            if value > out.get(doc_id, 0.0):
-                out[doc_id] = value
-    return out
-
-
-def profile_prior(question: str, runtime: Runtime,
-                  fusion: Fusion = DEFAULT_FUSION) -> dict[str, float]:
-    """The documents whose profiles the question names (rag/profiles.py), as a prior:
-    the best gets 1, the others by their score's share above `fusion.profile_floor`
-    of the best. None when more than `fusion.profile_docs` documents come that
-    close: the question does not single any out."""
-    scores = profile_index(runtime.store).scores(question)
-    if not scores:
-        return {}
-    top = max(scores.values())
-    floor = fusion.profile_floor
-    named = {d: (s / top - floor) / (1 - floor) for d, s in scores.items() if s / top > floor}
-    return named if len(named) <= fusion.profile_docs else {}
-
-
-def profile_index(store) -> ProfileIndex:
-    """The ProfileIndex of the store's documents, rebuilt when they change."""
-    profiles = store.documents.profiles()
-    cached = getattr(store, "_profile_index", None)
-    if cached is None or cached[0] is not profiles:
-        cached = (profiles, ProfileIndex(profiles))
-        store._profile_index = cached
-    return cached[1]
-
-
-def history_prior(history: Sequence[Turn], runtime: Runtime,
-                  fusion: Fusion = DEFAULT_FUSION) -> dict[str, float]:
-    """The documents of the last `fusion.history_turns` turns as a prior.
-
-    A turn's documents are its doc_ids or, when it has none (a conversation passed
-    in as plain messages), those its question retrieves (turn_documents). They are
-    ranked by how well the whole exchange, question and answer, matches them (a
-    search restricted to them): the best gets 1, each next one half the one before,
-    and each turn further back halves again (`fusion.history_decay`).
-    """
-    prior: dict[str, float] = {}
-    recent = list(history)[-fusion.history_turns:] if fusion.history_turns > 0 else []
-    for age, turn in enumerate(reversed(recent)):
-        ids = list(turn.doc_ids or turn_documents(turn.question, runtime, fusion=fusion))
-        exchange = f"{turn.question} {turn.answer}".strip()
-        if len(ids) > 1 and exchange:
-            found = turn_documents(exchange, runtime, k=fusion.depth, doc_ids=ids, fusion=fusion)
-            ids = list(dict.fromkeys([*found, *ids]))
-        prior = merge_priors(prior, {d: fusion.history_decay ** (age + i)
-                                     for i, d in enumerate(ids)})
-    return prior
-
-
-def turn_documents(question: str, runtime: Runtime, *, k: int | None = None,
-                   doc_ids: Sequence[str] | None = None,
-                   fusion: Fusion = DEFAULT_FUSION) -> tuple[str, ...]:
-    """The documents of the passages `question` retrieves on its own (the `k` an answer's
-    prompt gets, config.k by default), best first: what a turn whose answer cited
-    nothing records."""
-    if not question.strip():
-        return ()
-    passages = search(question, runtime, k=k or runtime.config.k,
-                      doc_ids=list(doc_ids) if doc_ids else None, fusion=fusion)
-    return tuple(dict.fromkeys(p.doc_id for p in passages))
-
-
 def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
                weight: float) -> None:
     """Add `weight * prior * match` to the fused score of each chunk of a prior document,
@@ -255,15 +187,22 @@ def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
 def _prior_rows(question: str, vector: np.ndarray, runtime: Runtime, prior: Mapping[str, float],
                 doc_ids: Sequence[str] | None, depth: int, use_vectors: bool) -> list[dict]:
     """The best chunks of the prior's documents for `question`, so that a document the
-    conversation is about competes even where its chunks missed the global lists."""
+    conversation is about, or that the question names, competes even where its chunks
+    missed the global lists. One search per side over all of them, then one more per
+    document that got no chunk from it."""
     wanted = [d for d, v in prior.items() if v > 0 and (not doc_ids or d in doc_ids)]
     if not wanted:
         return []
     chunks = runtime.store.chunks
-    texts = chunks.text_search(question, depth, wanted)
-    seen = {r["id"] for r in texts}
-    vectors = chunks.vector_search(vector, depth, wanted) if use_vectors else []
-    return texts + [r for r in vectors if r["id"] not in seen]
+    rows = chunks.text_search(question, depth, wanted)
+    if use_vectors:
+        rows += chunks.vector_search(vector, depth, wanted)
+    for doc_id in set(wanted) - {r["doc_id"] for r in rows}:
+        rows += chunks.text_search(question, depth, [doc_id])
+        if use_vectors:
+            rows += chunks.vector_search(vector, depth, [doc_id])
+    seen: set[str] = set()
+    return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
 
 
 def fuse(query: np.ndarray, vrows: Sequence[dict], trows: Sequence[dict], ready: set[str], *,
