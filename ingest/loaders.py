@@ -1,7 +1,11 @@
 """File -> Document: the type from content and name (ingest/filetypes.py), then pages of text.
 
 `iter_load` runs loaders in worker processes with a per-file time limit, so a
-file that crashes or hangs a parser costs one worker, never the batch.
+file that crashes or hangs a parser costs one worker, never the batch. OCR of
+scanned PDF pages (ingest/ocr.py) runs in the same workers: each page it starts
+gives the file ocr.PAGE_S more, so a long scan is not cut off while a hung page
+still is. The workers' memory cap holds for OCR too: a page is drawn at most
+ocr.MAX_PIXELS, and Tesseract runs as a child process under the same cap.
 """
 
 from __future__ import annotations
@@ -9,14 +13,17 @@ from __future__ import annotations
 import codecs
 import hashlib
 import multiprocessing as mp
+import os
 import re
+import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import wait
 from pathlib import Path
 
 from ingest.errors import LoadError, UnsupportedFile
 from ingest.filetypes import SNIFF_BYTES, sniff
+from ingest.ocr import PAGE_S as OCR_PAGE_S
 from rag.types import Document, Page
 
 _MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
@@ -62,10 +69,13 @@ def _clean(text: str) -> str:
     return text.strip("\n\ufeff ")
 
 
-def load(path: Path, *, password: str | None = None, passwords: Sequence[str] = ()) -> Document:
+def load(path: Path, *, password: str | None = None, passwords: Sequence[str] = (),
+         ocr_languages: str = "auto", on_ocr_page: Callable[[int], None] | None = None
+         ) -> Document:
     """Load one file; LoadError or UnsupportedFile with a one-line reason otherwise.
 
     `password` (and any further candidates in `passwords`) open encrypted PDFs.
+    `ocr_languages` (rag/config.py) and `on_ocr_page` go to the PDF loader.
     """
     passwords = _candidates(password, passwords)
     path = Path(path)
@@ -80,7 +90,8 @@ def load(path: Path, *, password: str | None = None, passwords: Sequence[str] = 
     if kind == "pdf":
         from ingest.pdf import load_pdf
 
-        return load_pdf(path, sha, passwords)
+        return load_pdf(path, sha, passwords, ocr_languages=ocr_languages,
+                        on_ocr_page=on_ocr_page)
     if kind == "html":
         return _load_html(path, data, sha)
     text = _clean(decode_text(data))
@@ -147,7 +158,7 @@ def _decode_html(data: bytes) -> str:
 
 # -- worker processes with a per-file time limit -------------------------------------------
 
-def _worker(conn, passwords: Sequence[str]) -> None:
+def _worker(conn, passwords: Sequence[str], ocr_languages: str) -> None:
     import logging
     import warnings
 
@@ -155,6 +166,7 @@ def _worker(conn, passwords: Sequence[str]) -> None:
     logging.getLogger("pypdf").setLevel(logging.CRITICAL)
     warnings.simplefilter("ignore")
     _limit_memory(WORKER_MEMORY)
+    _lead_process_group()
     _exit_with_parent()
     while True:
         try:
@@ -164,7 +176,8 @@ def _worker(conn, passwords: Sequence[str]) -> None:
         if path is None:
             return
         try:
-            result: object = load(Path(path), passwords=passwords)
+            result: object = load(Path(path), passwords=passwords, ocr_languages=ocr_languages,
+                                  on_ocr_page=lambda n: conn.send(("ocr", n)))
         except (LoadError, UnsupportedFile) as exc:
             result = exc
         except RecursionError:
@@ -191,9 +204,24 @@ def _limit_memory(limit: int) -> None:
         pass  # not on this platform: the time limit still applies
 
 
+def _lead_process_group() -> None:
+    # The worker's children (Tesseract, ingest/ocr.py) join its group, so killing the group
+    # stops a hung child with its worker (_kill).
+    try:
+        os.setpgid(0, 0)
+    except (AttributeError, OSError):
+        pass
+
+
+def _kill(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the worker and its children
+    except (AttributeError, OSError):
+        proc.kill()  # the group is not there yet (or not on this platform)
+
+
 def _exit_with_parent() -> None:
     # A parent killed without cleanup must not leave a worker parsing a hung file forever.
-    import os
     import threading
 
     parent = os.getppid()
@@ -201,27 +229,50 @@ def _exit_with_parent() -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1)
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
 class _Slot:
-    def __init__(self, ctx, passwords: Sequence[str]):
+    def __init__(self, ctx, passwords: Sequence[str], ocr_languages: str):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child, list(passwords)), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, list(passwords), ocr_languages),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.path: Path | None = None
-        self.started = 0.0
+        self.started = self.deadline = 0.0
+        self.ocr_page = 0
 
-    def give(self, path: Path) -> None:
+    def give(self, path: Path, timeout_s: float) -> None:
         self.path, self.started = path, time.monotonic()
+        self.deadline, self.ocr_page = self.started + timeout_s, 0
         self.conn.send(str(path))
+
+    def result(self) -> object | None:
+        """The worker's answer (a Document or the reason it failed) if it has come, else
+        None. Each OCR page it reports starting moves the deadline to OCR_PAGE_S ahead."""
+        while self.conn.poll():
+            message = self.conn.recv()
+            if isinstance(message, tuple) and message[:1] == ("ocr",):
+                self.ocr_page = message[1]
+                self.deadline = max(self.deadline, time.monotonic() + OCR_PAGE_S)
+                continue
+            return message
+        return None
+
+    def timed_out(self, timeout_s: float) -> LoadError:
+        if not self.ocr_page:
+            return LoadError(f"timed out after {timeout_s:.0f} s")
+        return LoadError(f"timed out after {time.monotonic() - self.started:.0f} s"
+                         f" (OCR of page {self.ocr_page} took over {OCR_PAGE_S:.0f} s)")
 
     def stop(self, kill: bool = False) -> None:
         if kill:
-            self.proc.kill()
+            _kill(self.proc)
         else:
             try:
                 self.conn.send(None)
@@ -232,62 +283,76 @@ class _Slot:
 
 
 def iter_load(paths: Sequence[Path], password: str | None = None, timeout_s: float = 120,
-              workers: int = 2, *, passwords: Sequence[str] = ()
+              workers: int = 2, *, passwords: Sequence[str] = (),
+              ocr_languages: str | None = None
               ) -> Iterator[tuple[Path, Document | Exception]]:
     """Yield (path, Document or the reason it failed) as workers finish, in any order.
 
     Each file is loaded in one of `workers` processes; a worker past `timeout_s`
-    on one file, or one that dies, is killed and replaced, and that file gets a
-    LoadError ("timed out after N s", "parser crashed on this file"). Callers
-    that are scripts need the usual `if __name__ == "__main__":` guard (spawn).
+    on one file (plus OCR_PAGE_S from the start of each page it OCRs), or one
+    that dies, is killed and replaced, and that file gets a LoadError ("timed out
+    after N s", "parser crashed on this file"). `ocr_languages`: as in
+    rag/config.py; None: the configured one (config file, RAG_OCR_LANGUAGES).
+    Callers that are scripts need the usual `if __name__ == "__main__":` guard (spawn).
     """
     passwords = _candidates(password, passwords)
     todo = list(paths)[::-1]
     if not todo:
         return
+    if ocr_languages is None:
+        ocr_languages = _configured_ocr_languages()
     ctx = mp.get_context("spawn")  # never fork a process that holds MLX and BLAS threads
-    slots = [_Slot(ctx, passwords) for _ in range(max(1, min(workers, len(todo))))]
+    slots = [_Slot(ctx, passwords, ocr_languages)
+             for _ in range(max(1, min(workers, len(todo))))]
     try:
         for slot in slots:
             if todo:
-                slot.give(todo.pop())
+                slot.give(todo.pop(), timeout_s)
         while any(s.path for s in slots):
             busy = [s for s in slots if s.path]
-            left = min(s.started + timeout_s for s in busy) - time.monotonic()
-            ready = wait([s.conn for s in busy], timeout=max(0.0, left))
+            left = min(s.deadline for s in busy) - time.monotonic()
+            wait([s.conn for s in busy], timeout=max(0.0, left))
             for slot in busy:
                 path = slot.path
-                # poll(): the consumer may have spent long on the last yield; a result that
-                # arrived meanwhile is a result, not a timeout.
-                if slot.conn in ready or slot.conn.poll():
-                    try:
-                        yield path, slot.conn.recv()
-                        replace = False
-                    except (EOFError, OSError):
-                        yield path, LoadError("parser crashed on this file")
-                        replace = True
-                elif time.monotonic() - slot.started >= timeout_s:
-                    yield path, LoadError(f"timed out after {timeout_s:.0f} s")
-                    replace = True
-                else:
-                    continue
+                # Read before judging the time: the consumer may have spent long on the
+                # last yield; a result that arrived meanwhile is a result, not a timeout.
+                try:
+                    result, replace = slot.result(), False
+                except (EOFError, OSError):
+                    result, replace = LoadError("parser crashed on this file"), True
+                if result is None:
+                    if time.monotonic() < slot.deadline:
+                        continue
+                    result, replace = slot.timed_out(timeout_s), True
+                yield path, result
                 if replace:
                     slots.remove(slot)
                     slot.stop(kill=True)
-                    slot = _Slot(ctx, passwords)
+                    slot = _Slot(ctx, passwords, ocr_languages)
                     slots.append(slot)
                 slot.path = None
                 if todo:
-                    slot.give(todo.pop())
+                    slot.give(todo.pop(), timeout_s)
     finally:
         for slot in slots:
             slot.stop(kill=bool(slot.path))
 
 
+def _configured_ocr_languages() -> str:
+    from rag.config import ConfigError, load_config
+
+    try:
+        return load_config().ocr_languages
+    except ConfigError:
+        return "auto"  # the caller's own configuration has already been checked
+
+
 def load_with_timeout(path: Path, password: str | None = None, timeout_s: float = 120, *,
-                      passwords: Sequence[str] = ()) -> Document:
+                      passwords: Sequence[str] = (), ocr_languages: str | None = None
+                      ) -> Document:
     """`load` in a worker process killed past `timeout_s`: returns the Document or raises."""
-    [(_, result)] = list(iter_load([Path(path)], password, timeout_s, 1, passwords=passwords))
+    [(_, result)] = list(iter_load([Path(path)], password, timeout_s, 1, passwords=passwords,
+                                   ocr_languages=ocr_languages))
     if isinstance(result, Exception):
         raise result
     return result

@@ -1,11 +1,19 @@
-"""PDF pages through pypdf: one Page per physical page, passwords, reasons for refusals."""
+"""PDF pages through pypdf: one Page per physical page, passwords, reasons for refusals.
+
+Pages without a text layer (scans, fonts without a Unicode map) are read by OCR
+(ingest/ocr.py) and listed in `Document.ocr_pages`; `Document.empty_pages` counts
+those that stayed empty.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ingest import ocr
 from ingest.errors import LoadError
 from rag.text import ends_sentence
 from rag.types import Document, Page
@@ -63,12 +71,12 @@ def _open(path: Path, passwords: Sequence[str]):
         for password in ("", *passwords):
             try:
                 if reader.decrypt(password):
-                    return reader
+                    return reader, password
             except Exception as exc:
                 raise LoadError(f"encrypted: {_reason(exc)}") from exc
         raise LoadError("encrypted: wrong password" if passwords
                         else "encrypted: password required")
-    return reader
+    return reader, ""
 
 
 def _reason(exc: BaseException) -> str:
@@ -77,28 +85,84 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def load_pdf(path: Path, data_sha256: str, passwords: Sequence[str] = ()) -> Document:
-    reader = _open(path, passwords)
+def load_pdf(path: Path, data_sha256: str, passwords: Sequence[str] = (), *,
+             ocr_languages: str = "auto", on_ocr_page: Callable[[int], None] | None = None
+             ) -> Document:
+    """One Page per physical page; pages without a text layer through OCR
+    (`ocr_languages` as in rag/config.py; `on_ocr_page(n)` as OCR starts page n)."""
+    reader, password = _open(path, passwords)
     try:
         raw_pages = list(reader.pages)
     except Exception as exc:
         raise LoadError(f"malformed PDF: {_reason(exc)}") from exc
     if not raw_pages:
         raise LoadError("malformed PDF: no pages")
-    pages, empty = [], 0
-    for number, page in enumerate(raw_pages, start=1):
-        try:
-            text = clean_page_text(page.extract_text() or "")
-        except Exception:  # noqa: BLE001 - one bad page must not lose the document
-            text = ""
-        if len(text.strip()) < 3 or _glyph_soup(text):
-            empty += 1
-            text = ""
-        pages.append(Page(number, text))
-    if empty == len(pages):
-        raise LoadError(f"no text layer on any of {len(pages)} pages (scanned? needs OCR)")
+    texts = [_text_layer(page) for page in raw_pages]
+    missing = [n for n, text in enumerate(texts, start=1) if not text]
+    read, why = _read_scans(path, password, missing, ocr_languages, on_ocr_page)
+    pages = [Page(n, read.get(n, text)) for n, text in enumerate(texts, start=1)]
+    if not any(page.text for page in pages):
+        raise LoadError(f"no text layer on {_any_of(len(pages))}{why}")
     return Document(path=str(path), title=_title(reader, path), mime="application/pdf",
-                    sha256=data_sha256, pages=pages, empty_pages=empty)
+                    sha256=data_sha256, pages=pages, empty_pages=len(missing) - len(read),
+                    ocr_pages=tuple(sorted(read)))
+
+
+def _text_layer(page) -> str:
+    try:
+        text = clean_page_text(page.extract_text() or "")
+    except Exception:  # noqa: BLE001 - one bad page must not lose the document
+        return ""
+    return "" if len(text.strip()) < 3 or _glyph_soup(text) else text
+
+
+def _read_scans(path: Path, password: str, numbers: list[int], languages: str,
+                on_page: Callable[[int], None] | None) -> tuple[dict[int, str], str]:
+    """OCR text of the pages `numbers` that it could read, and why the others stayed
+    empty (the end of a refusal's reason)."""
+    if not numbers:
+        return {}, ""
+    why = ocr.unavailable(languages)
+    if why:
+        _notice(why, len(numbers))
+        return {}, f" (scanned? {why})"
+    read: dict[int, str] = {}
+    unread: Counter = Counter()
+    failure = ""
+    for result in ocr.read_pages(path, numbers, password=password or None,
+                                 languages=languages, on_page=on_page):
+        text = clean_page_text(result.text)
+        if result.status == "read" and len(text) >= 3 and not _glyph_soup(text):
+            read[result.number] = text
+            continue
+        unread[result.status if result.status in _UNREAD else "illegible"] += 1
+        failure = failure or result.detail
+    parts = []
+    for status, n in unread.items():
+        one, many = _UNREAD[status]
+        part = one if len(numbers) == 1 else many.format(n=n, s="" if n == 1 else "s")
+        parts.append(f"{part} ({failure})" if status == "failed" and failure else part)
+    return read, ", and OCR found no legible text: " + ", ".join(parts)
+
+
+_UNREAD = {  # how a page OCR did not read is named in a refusal: alone, and counted
+    "blank": ("blank", "{n} blank"),
+    "illegible": ("marks but no legible words", "{n} with marks but no legible words"),
+    "failed": ("unreadable", "{n} unreadable"),
+}
+_noticed: set[str] = set()
+
+
+def _notice(why: str, pages: int) -> None:
+    """Once per process: scanned pages stay empty, and why."""
+    if why not in _noticed and not why.startswith("OCR is off"):
+        _noticed.add(why)
+        logging.getLogger("ingest").warning(
+            "notice: scanned PDF pages are left empty (%d in this file): %s", pages, why)
+
+
+def _any_of(n: int) -> str:
+    return "its one page" if n == 1 else f"any of {n} pages"
 
 
 def _title(reader, path: Path) -> str:

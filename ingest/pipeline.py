@@ -4,6 +4,11 @@ Parsing runs in worker processes (a per-file time limit; a crash or hang in a
 parser cannot take the batch down) while this process chunks, embeds and
 writes. Writes are grouped: chunks of several documents first, then their
 document rows, so a document becomes searchable only once complete.
+
+`ingest_paths` decides what to do (unchanged files are skipped before any
+work), hands the rest to a `Process` (parse + chunk + embed: `process_files`
+here, or ingest/distributed.py on a Ray cluster) and writes and reports
+what comes back, the same way whichever ran it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as with_changes
 from pathlib import Path
@@ -50,6 +55,22 @@ class Timings:
     write: float = 0.0
     index: float = 0.0
     total: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """What parse + chunk + embed made of one file: its document, chunks and their
+    vectors (one (n_pieces, dim) array per chunk), or why it could not be loaded."""
+
+    path: Path
+    doc: Document | None = None
+    chunks: list[Chunk] = field(default_factory=list)
+    vectors: list = field(default_factory=list)
+    error: Exception | None = None  # LoadError or UnsupportedFile, with its reason
+
+
+# (files to ingest, PDF passwords, timings to add to) -> an Outcome per file, in any order
+Process = Callable[[list[Path], Sequence[str], Timings], Iterable[Outcome]]
 
 
 @dataclass
@@ -150,14 +171,16 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
                  progress: Progress | None = None,
                  on_file: Callable[[FileResult], None] | None = None,
                  names: dict[Path, str] | None = None, sweep: bool = True,
-                 replace: bool = True) -> IngestReport:
+                 replace: bool = True, process: Process | None = None) -> IngestReport:
     """Ingest files and folders; see the module docstring. Raises FileNotFoundError for bad paths.
 
     `names` maps a file to the path recorded for it (uploads are stored under
     their display name, not the temporary file's). With `replace` (the CLI's path
     semantics) a changed file is the new version of the document recorded at its
     path, which is removed; without it (web uploads) no other document is touched.
-    A file whose bytes are already stored is "unchanged" either way.
+    A file whose bytes are already stored is "unchanged" either way. `process` runs
+    parse + chunk + embed on the files that need it (default: `process_files` in this
+    process, `workers` parser processes); what it returns is written and reported here.
     """
     started = time.perf_counter()
     roots = [Path(p).expanduser().resolve() for p in paths]
@@ -175,6 +198,29 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
             on_file(result)
         notify("files", len(report.files), len(files))
 
+    todo, previous = _plan(files, store, names, replace, finish)
+    run = process if process is not None else local_process(runtime, workers)
+    writer = _Writer(runtime, report.timings, replace)
+    done = Counter()
+    for outcome in run(todo, list(passwords), report.timings) if todo else ():
+        finish(_record(outcome, writer, previous, names, done, notify))
+    writer.flush()
+    if prune:
+        report.pruned = prune_missing(runtime, roots)
+    start = time.perf_counter()
+    if any(f.status in ("ingested", "replaced") for f in report.files) or report.pruned:
+        store.chunks.refresh_indexes()  # what search needs now; nothing is rewritten
+    if sweep:  # a batch run (`rag ingest`): compaction and cleanup, when due
+        store.maintain()  # (the web server runs it on its worker between jobs)
+    report.timings.index = time.perf_counter() - start
+    report.timings.total = time.perf_counter() - started
+    return report
+
+
+def _plan(files: list[Path], store, names: dict[Path, str], replace: bool,
+          finish: Callable[[FileResult], None]) -> tuple[list[Path], dict[Path, list]]:
+    """The files that need work, and per file the stored versions it replaces; files whose
+    bytes are stored already are finished here as "unchanged"."""
     todo: list[Path] = []
     previous: dict[Path, list] = {}
     # One read of the documents table, not a query per file: re-runs over
@@ -199,81 +245,91 @@ def ingest_paths(paths: Sequence[Path], runtime: Runtime, *, recursive: bool = T
         else:
             previous[path] = stale
             todo.append(path)
-
-    writer = _Writer(runtime, report.timings, replace)
-    _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, finish, notify,
-                   report.timings)
-    writer.flush()
-    if prune:
-        report.pruned = prune_missing(runtime, roots)
-    start = time.perf_counter()
-    if any(f.status in ("ingested", "replaced") for f in report.files) or report.pruned:
-        store.chunks.refresh_indexes()  # what search needs now; nothing is rewritten
-    if sweep:  # a batch run (`rag ingest`): compaction and cleanup, when due
-        store.maintain()  # (the web server runs it on its worker between jobs)
-    report.timings.index = time.perf_counter() - start
-    report.timings.total = time.perf_counter() - started
-    return report
+    return todo, previous
 
 
-def _ingest_loaded(todo, runtime, passwords, workers, writer, previous, names, finish, notify,
-                   timings) -> None:
-    config = runtime.config
-    embedder = runtime.embedder
-    done = {"pages": 0, "chunks": 0}
-    pending: list[tuple] = []  # (doc, chunks, path) waiting for one shared embedding call
+def _record(outcome: Outcome, writer: _Writer, previous: dict[Path, list],
+            names: dict[Path, str], done: Counter, notify: Progress) -> FileResult:
+    """The file's result; a document goes to the writer under its recorded path."""
+    path = outcome.path
+    shown = names.get(path, str(path))
+    if outcome.error is not None:
+        status = "skipped" if type(outcome.error).__name__ == "UnsupportedFile" else "failed"
+        return FileResult(shown, status, reason=_one_line(outcome.error))
+    doc, chunks = outcome.doc, outcome.chunks
+    title = doc.title
+    if shown != str(path) and title == path.stem:  # named after our temporary copy
+        title = Path(shown).stem
+    doc = with_changes(doc, path=shown, title=title)
+    status = "replaced" if previous.get(path) else "ingested"
+    result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
+                        doc_id=doc.id, empty_pages=doc.empty_pages)
+    writer.add(doc, chunks, outcome.vectors, path, result)
+    done["pages"] += len(doc.pages)
+    done["chunks"] += len(chunks)
+    notify("pages", done["pages"], 0)
+    notify("chunks", done["chunks"], 0)
+    return result
+
+
+def local_process(runtime: Runtime, workers: int | None = None) -> Process:
+    """The default Process: `process_files` in this process with the runtime's embedder."""
+    workers = workers or min(2, os.cpu_count() or 1)
+
+    def run(todo: list[Path], passwords: Sequence[str], timings: Timings) -> Iterator[Outcome]:
+        return process_files(todo, runtime.embedder, runtime.config, passwords=passwords,
+                             workers=workers, timings=timings)
+
+    return run
+
+
+def process_files(paths: Sequence[Path], embedder, config, *, passwords: Sequence[str] = (),
+                  workers: int = 2, timings: Timings | None = None) -> Iterator[Outcome]:
+    """Parse (in `workers` time-limited processes), chunk and embed `paths`: an Outcome
+    per file, as each group of documents is embedded.
+
+    Several documents share one embedding call (a short document alone is one or two
+    batches; together they keep every encoder thread busy); each stays whole.
+    """
+    timings = timings if timings is not None else Timings()
+    pending: list[Outcome] = []
     pending_chunks = 0
 
-    def flush() -> None:
+    def embedded() -> list[Outcome]:
         nonlocal pending_chunks
-        # Several documents per call keep every encoder thread busy (a short
-        # document alone is one or two batches); each is still written whole.
-        if not pending:
-            return
         start = time.perf_counter()
-        vectors = embed_pieces(embedder, [c for _, chunks, _ in pending for c in chunks])
+        vectors = embed_pieces(embedder, [c for o in pending for c in o.chunks])
         timings.embed += time.perf_counter() - start
         offset = 0
-        for doc, chunks, path in pending:
-            status = "replaced" if previous.get(path) else "ingested"
-            result = FileResult(doc.path, status, pages=len(doc.pages), chunks=len(chunks),
-                                doc_id=doc.id, empty_pages=doc.empty_pages)
-            writer.add(doc, chunks, vectors[offset:offset + len(chunks)], path, result)
-            offset += len(chunks)
-            done["pages"] += len(doc.pages)
-            done["chunks"] += len(chunks)
-            notify("pages", done["pages"], 0)
-            notify("chunks", done["chunks"], 0)
-            finish(result)
+        for outcome in pending:
+            outcome.vectors = vectors[offset:offset + len(outcome.chunks)]
+            offset += len(outcome.chunks)
+        out = pending[:]
         pending.clear()
         pending_chunks = 0
+        return out
 
     wait = time.perf_counter()
-    for path, loaded in iter_load(todo, passwords=list(passwords),
-                                  timeout_s=config.parse_timeout,
-                                  workers=workers or min(2, os.cpu_count() or 1)):
+    for path, loaded in iter_load(list(paths), passwords=list(passwords),
+                                  timeout_s=config.parse_timeout, workers=workers,
+                                  ocr_languages=config.ocr_languages):
         timings.parse += time.perf_counter() - wait
         if isinstance(loaded, Exception):
-            status = "skipped" if type(loaded).__name__ == "UnsupportedFile" else "failed"
-            finish(FileResult(names.get(path, str(path)), status, reason=_one_line(loaded)))
+            yield Outcome(path, error=loaded)
             wait = time.perf_counter()
             continue
-        shown = names.get(path, str(path))
-        title = loaded.title
-        if shown != str(path) and title == path.stem:  # named after our temporary copy
-            title = Path(shown).stem
-        doc = with_changes(loaded, path=shown, title=title)
         start = time.perf_counter()
-        chunks = chunk_document(doc, count_tokens=embedder.count_tokens,
+        chunks = chunk_document(loaded, count_tokens=embedder.count_tokens,
                                 max_tokens=config.chunk_tokens,
                                 overlap_tokens=config.chunk_overlap)
         timings.chunk += time.perf_counter() - start
-        pending.append((doc, chunks, path))
+        pending.append(Outcome(path, doc=loaded, chunks=chunks))
         pending_chunks += len(chunks)
         if pending_chunks >= EMBED_GROUP_CHUNKS:
-            flush()
+            yield from embedded()
         wait = time.perf_counter()
-    flush()
+    if pending:
+        yield from embedded()
 
 
 def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:

@@ -118,7 +118,8 @@ def source_json(marker: int, p: Passage) -> dict:
     return {"marker": marker, "doc": p.doc_id, "title": p.title, "path": p.path,
             "page_start": p.page_start, "page_end": p.page_end, "text": p.text,
             "score": p.score, "scores": dict(p.scores), "chunk_id": p.chunk_id,
-            "char_start": p.char_start, "char_end": p.char_end, "heading": p.heading}
+            "char_start": p.char_start, "char_end": p.char_end, "heading": p.heading,
+            "ocr": p.ocr}
 
 
 @dataclass(frozen=True)

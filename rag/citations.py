@@ -76,6 +76,7 @@ class Citation:
     span_end: int
     quote: str  # passage.text[span_start:span_end]
     inferred: bool = False  # attached by the checker, not cited by the model
+    ocr: bool = False  # the passage's text came (in part) from OCR of a scanned page
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -291,7 +292,8 @@ def _citation(p: _Pending, passage: Passage, cosine: float | None) -> Citation:
                     sentence=p.claim, sentence_start=p.sentence.start,
                     sentence_end=p.sentence.end, supported=supported, score=round(score, 4),
                     lexical=round(p.lexical, 4), cosine=round(cos, 4), span_start=start,
-                    span_end=end, quote=passage.text[start:end], inferred=p.inferred)
+                    span_end=end, quote=passage.text[start:end], inferred=p.inferred,
+                    ocr=passage.ocr)
 
 
 # -- sentence support --------------------------------------------------------

@@ -86,6 +86,7 @@ class Passage(TypedDict):
     score: float
     text: str
     uri: Uri
+    ocr: described(bool, "Its text was read by OCR from a scanned page: check the page.")
 
 
 class Citation(TypedDict):
@@ -102,6 +103,7 @@ class Citation(TypedDict):
     inferred: described(bool, "Attached by the checker: the model gave no marker.")
     score: float
     uri: Uri
+    ocr: described(bool, "The passage's text was read by OCR from a scanned page.")
 
 
 class SearchResult(TypedDict):
@@ -148,14 +150,15 @@ def document_uri(doc_id: str) -> str:
 def passage_json(marker: int, p) -> Passage:
     return Passage(marker=marker, doc=p.doc_id, title=rag.source_title(p), path=p.path,
                    page_start=p.page_start, page_end=p.page_end, heading=p.heading,
-                   score=float(p.score), text=p.text, uri=document_uri(p.doc_id))
+                   score=float(p.score), text=p.text, uri=document_uri(p.doc_id),
+                   ocr=bool(p.ocr))
 
 
 def citation_json(c) -> Citation:
     return Citation(marker=c.marker, doc=c.doc_id, title=c.title, page=c.page,
                     page_end=c.page_end, sentence=c.sentence, quote=c.quote,
                     supported=c.supported, inferred=c.inferred, score=float(c.score),
-                    uri=document_uri(c.doc_id))
+                    uri=document_uri(c.doc_id), ocr=bool(c.ocr))
 
 
 def document_json(r: DocRecord) -> DocumentInfo:
@@ -226,10 +229,9 @@ class DocumentServer(MCPServer):
         record = store.documents.get(doc_id) if doc_id else None
         if record is None:
             raise ResourceNotFoundError(f"no document {doc_id!r}")
-        path = store.file_path(record)
-        if not path.is_file():
+        data = store.originals.read(record.file)  # from disk, or the object store
+        if data is None:
             raise ResourceError(f"document {doc_id}: its original file is missing")
-        data = path.read_bytes()
         if record.mime.startswith("text/"):
             try:
                 return ReadResourceContents(content=data.decode("utf-8"), mime_type=record.mime)

@@ -16,7 +16,7 @@ from typing import Any
 
 from rag.config import Config
 from rag.embed import Embedder, load_embedder
-from rag.store import Store
+from rag.store import PieceSearch, Store
 
 
 @dataclass
@@ -69,7 +69,13 @@ def open_engine(config: Config):
                        time_limit_s=config.answer_time_limit)
 
 
+def piece_search(config: Config) -> PieceSearch:
+    return PieceSearch(table_chunks=config.piece_table_chunks, nprobes=config.piece_nprobes,
+                       refine=config.piece_refine)
+
+
 def open_runtime(config: Config) -> Runtime:
     embedder = load_embedder(config)
-    store = Store(config.db, embedder.dim, embedder.name)
+    store = Store(config.db, embedder.dim, embedder.name, config.storage_options,
+                  pieces=piece_search(config))
     return Runtime(config=config, embedder=embedder, store=store)

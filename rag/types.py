@@ -59,6 +59,7 @@ class Passage:
     heading: str = ""
     score: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
+    ocr: bool = False  # its text came (in part) from OCR of a scanned page
 
 
 @dataclass(frozen=True)

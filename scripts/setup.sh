@@ -52,11 +52,31 @@ apt_install() {  # Debian/Ubuntu only; elsewhere say what is missing and go on
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
 }
 
+ocr_ready() {  # tesseract and every pack OCR is set up with
+  local have
+  have=$(tesseract --list-langs 2>/dev/null) || return 1
+  for lang in osd eng chi_sim chi_tra tha ara hin; do
+    grep -qx "$lang" <<<"$have" || return 1
+  done
+}
+
 if [ "$(uname -s)" = "Linux" ]; then
   # MLX's Linux CPU wheel bundles the reference BLAS; rag loads OpenBLAS instead (rag/blas.py).
   ls /usr/lib/*/libopenblas.so.0 /usr/lib*/libopenblas.so.0 >/dev/null 2>&1 \
     || apt_install libopenblas0-pthread
   if [ "$DEV" = 1 ] && [ ! -x /usr/bin/chromium ]; then apt_install chromium; fi
+  # OCR of scanned PDF pages (ingest/ocr.py): Tesseract, its script detection (osd) and the
+  # language packs of the scripts the project reads.
+  ocr_ready || apt_install tesseract-ocr tesseract-ocr-osd tesseract-ocr-eng \
+    tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-tha tesseract-ocr-ara \
+    tesseract-ocr-hin
+  # tests/test_ocr.py prints Chinese, Thai, Arabic and Hindi pages with Noto fonts.
+  if [ "$DEV" = 1 ] && ! ls /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc \
+      /usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf >/dev/null 2>&1; then
+    apt_install fonts-noto-core fonts-noto-cjk
+  fi
+elif [ "$(uname -s)" = "Darwin" ] && command -v brew >/dev/null; then
+  ocr_ready || brew install tesseract tesseract-lang
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 QUESTION = "When was the Aurora observatory completed?"
 AURORA = "aurora-observatory.pdf"
 PASSAGE_KEYS = {"marker", "doc", "title", "path", "page_start", "page_end", "heading", "score",
-                "text", "uri"}
+                "text", "uri", "ocr"}
 KEY = "mcp-test-key"
 HANG_GUARD_S = 600  # generous: the first `ask` loads the generator on a slow CPU
 

@@ -119,18 +119,23 @@ def delete_document(state: State, doc_id: str) -> None:
 
 
 @get("/documents/{doc_id:str}/file", sync_to_thread=True)
-def document_file(state: State, doc_id: str) -> File:
+def document_file(state: State, doc_id: str) -> File | Response:
+    """The original file: from this machine's disk, or from the store's object storage
+    (any replica serves it)."""
     record = _record(state, doc_id)
-    path = state.runtime.store.file_path(record)
-    if not path.is_file():
+    original = state.runtime.store.original(record)
+    if original is None:
         raise NotFoundException(f"document {doc_id}: original file is missing")
     pdf = record.mime == "application/pdf"
     # Stored HTML is served as text: never rendered on this origin.
     media = "application/pdf" if pdf else "text/plain"
     name = ascii_filename(Path(record.path).name)
-    return File(path=path, media_type=media, content_disposition_type="inline", filename=name,
-                headers={"X-Content-Type-Options": "nosniff",
-                         "Content-Security-Policy": "sandbox"})
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    if isinstance(original, Path):
+        return File(path=original, media_type=media, content_disposition_type="inline",
+                    filename=name, headers=headers)
+    return Response(original, media_type=media, headers=dict(
+        headers, **{"Content-Disposition": f'inline; filename="{name}"'}))
 
 
 # -- jobs --------------------------------------------------------------------

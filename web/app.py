@@ -133,8 +133,9 @@ def create_app(config: Config, runtime=None, *, allowed_hosts: list[str] | None 
         mcp.runtime = state.runtime
         state.runtime.engine()  # the model loads once; its engine answers every question
         state.asks = 0  # questions in flight (web/asking.py: Admission)
-        state.jobs = JobQueue(state.runtime, Limits.from_config(config))
-        state.jobs.start()  # resumes the jobs a crash or a stop left unfinished
+        state.jobs = JobQueue(state.runtime, Limits.from_config(config),
+                              lease_s=config.job_lease_s, poll_s=config.job_poll_s)
+        state.jobs.start()  # claims queued jobs, and those a crash or a stop left unfinished
         from rag.store.threads import Threads
 
         state.threads = Threads(state.runtime.store.db)

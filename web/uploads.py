@@ -7,18 +7,23 @@ ingest` uses, so a file is the same kind on either path; the stored copy is
 named `<job id><ext>` with the extension of that kind, so the loader sees the
 type we checked, not the one claimed.
 
-Also here: the per-file limits of an upload request (`Limits`, `Refusal`) and the
-rule that numbers a name the library already has ("report (2).pdf").
+Also here: the per-file limits of an upload request (`Limits`, `Refusal`), keeping
+each accepted file's bytes in the store (`store_uploads`), and the rule that
+numbers a name the library already has ("report (2).pdf").
 """
 
 from __future__ import annotations
 
 import re
+import time
 import unicodedata
+import uuid
 from dataclasses import dataclass
 
 from ingest.errors import LoadError, UnsupportedFile
-from ingest.filetypes import KIND_EXTS, sniff
+from ingest.filetypes import KIND_EXTS, SNIFF_BYTES, sniff
+from rag.store.jobs import JobRecord, JobTable
+from web.errors import storage_error_text
 
 MAX_NAME = 120
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*\\/]')
@@ -75,7 +80,10 @@ class Limits:
     request_files: int  # files in one request (413 for the rest)
     queued_jobs: int  # unfinished jobs (429 past it)
     pending_bytes: int  # bytes of unfinished uploads (507 past it)
-    min_free_bytes: int  # free disk to keep (507 below it)
+    # Free disk to keep (507 below it), where a local store keeps uploads. A store on
+    # object storage has no free space to measure: there pending_bytes and queued_jobs
+    # bound what waits, and the bucket's own quota (if any) answers 507 as a failed write.
+    min_free_bytes: int
 
     @classmethod
     def from_config(cls, config) -> Limits:
@@ -92,3 +100,81 @@ class Refusal:
 
     def to_json(self) -> dict:
         return {"filename": self.filename, "status": self.status, "error": self.error}
+
+
+def store_uploads(table: JobTable, limits: Limits, files: list[tuple[str | None, object, int]],
+                  replace: bool) -> tuple[list[JobRecord], list[Refusal]]:
+    """Keep the bytes of each upload (name, binary stream, size) within the limits in the
+    store: its job record (queued, or failed when its type is refused; not yet added to
+    the table), or its refusal."""
+    accepted: list[JobRecord] = []
+    refused: list[Refusal] = []
+    queued = table.count_unfinished()
+    pending = table.pending_bytes()
+    for index, (name, stream, size) in enumerate(files):
+        filename = safe_filename(name)
+        refusal = _over_limit(table, limits, filename, size, index, queued, pending)
+        if refusal is not None:
+            refused.append(refusal)
+            continue
+        try:
+            record = _store_upload(table, limits, filename, stream, replace)
+        except (OSError, RuntimeError) as exc:  # a full disk, an object store's refusal
+            refused.append(Refusal(filename, 507, f"{filename}: {storage_error_text(exc)}"))
+            continue
+        if record is None:
+            refused.append(Refusal(filename, 413, _too_large(limits, filename)))
+            continue
+        accepted.append(record)
+        if record.status == "queued":
+            queued += 1
+            pending += record.size
+    return accepted, refused
+
+
+def _over_limit(table: JobTable, limits: Limits, filename: str, size: int, index: int,
+                queued: int, pending: int) -> Refusal | None:
+    if index >= limits.request_files:
+        return Refusal(filename, 413, f"{filename}: more than {limits.request_files} files"
+                       " in one request; send the rest in another")
+    if size > limits.file_bytes:
+        return Refusal(filename, 413, _too_large(limits, filename))
+    if queued >= limits.queued_jobs:
+        return Refusal(filename, 429, f"{filename}: {queued} uploads are waiting (limit"
+                       f" {limits.queued_jobs}); try again when some have finished")
+    if pending + size > limits.pending_bytes:
+        return Refusal(filename, 507, f"{filename}: waiting uploads would exceed"
+                       f" {limits.pending_bytes // (1024 * 1024)} MB; try again when some"
+                       " have finished")
+    free = table.free_bytes()  # None on object storage: no disk of ours to fill
+    if free is not None and free - size < limits.min_free_bytes:
+        return Refusal(filename, 507, f"{filename}: storage full ({free // (1024 * 1024)} MB"
+                       " free); delete documents or free disk space")
+    return None
+
+
+def _too_large(limits: Limits, filename: str) -> str:
+    return f"{filename}: larger than {limits.file_bytes // (1024 * 1024)} MB"
+
+
+def _store_upload(table: JobTable, limits: Limits, filename: str, stream,
+                  replace: bool) -> JobRecord | None:
+    """The job of one upload, its bytes stored; None when it is longer than allowed."""
+    job_id = uuid.uuid4().hex
+    record = JobRecord(id=job_id, filename=filename, status="queued", replace=replace,
+                       created_at=time.time())
+    head = stream.read(SNIFF_BYTES)
+    try:
+        kind = check_upload(head, filename)
+    except RejectedUpload as exc:
+        record.status, record.stage, record.reason = "failed", "rejected", str(exc)
+        record.finished_at = time.time()
+        return record
+    record.kind = kind.kind
+    record.upload = f"{job_id}{kind.ext}"  # our name, never the client's
+    stream.seek(0)
+    size = table.store_upload(record.upload, stream, limits.file_bytes)
+    if size < 0:
+        return None
+    record.size = size
+    return record

@@ -31,6 +31,16 @@ class LazyGroup(click.Group):
         module, attribute, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attribute)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RuntimeError as exc:  # a store that cannot be opened: one line, not a trace
+            from rag.store import StoreError
+
+            if isinstance(exc, StoreError):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][2]) for name in COMMANDS])

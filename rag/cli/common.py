@@ -14,7 +14,9 @@ from rag import Config, ConfigError, load_config
 def config_options(func: Callable) -> Callable:
     """Add --db, --generator, --embedder and --offline; pass `config` to the command."""
 
-    @click.option("--db", type=click.Path(file_okay=False), help="Store folder.")
+    @click.option("--db", metavar="DIR|URI",
+                  help="Store: a folder, or object storage (s3://BUCKET/PREFIX, gs://, az://;"
+                       " credentials from AWS_* variables or storage_options in config.toml).")
     @click.option("--generator", help="Generator: mlx-lm hub id or local folder.")
     @click.option("--generator-url", metavar="URL",
                   help="Answer with a remote OpenAI-compatible endpoint (base URL, .../v1).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -33,8 +34,14 @@ from rag.cli.common import config_options
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a JSON report with a row per file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]", callback=lambda ctx, param, value: _ray_address(value),
+              help="Parse and embed on a Ray cluster: alone, a new one on this machine's cores;"
+                   " or its address (auto, host:6379, ray://host:10001). Needs the cluster"
+                   " extra. Put it after PATHS, or write --ray=ADDRESS.")
 @config_options
-def ingest(paths, recursive, include, exclude, prune, passwords, report, quiet, config):
+def ingest(paths, recursive, include, exclude, prune, passwords, report, quiet, ray_address,
+           config):
     """Ingest PDF, Markdown, HTML and text files from PATHS into the store."""
     from ingest import ingest_paths
     from rag import open_runtime
@@ -42,12 +49,18 @@ def ingest(paths, recursive, include, exclude, prune, passwords, report, quiet, 
     for path in paths:
         if not path.exists():
             raise click.UsageError(f"{path}: no such file or folder")
+    if ray_address:
+        from ingest.distributed import require_ray
+
+        with _cluster_errors():
+            require_ray()  # before any model loads
     console = Console(stderr=True)
     runtime = open_runtime(config)
     columns = (TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("[dim]{task.fields[rate]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=False) as bars:
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bars, \
+            _fan_out(ray_address, runtime) as process:
         tasks = {name: bars.add_task(name, total=None, rate="") for name in
                  ("files", "pages", "chunks")}
 
@@ -59,12 +72,44 @@ def ingest(paths, recursive, include, exclude, prune, passwords, report, quiet, 
 
         result = ingest_paths(list(paths), runtime, recursive=recursive, include=include,
                               exclude=exclude, prune=prune, passwords=passwords,
-                              progress=progress)
+                              progress=progress, process=process)
     _summary(console, result)
     if report:
         report.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         console.print(f"report written to {report}")
     sys.exit(0 if result.ok else 1)
+
+
+def _ray_address(value: str | None) -> str | None:
+    if value not in (None, "local", "auto") and Path(value).exists():  # `--ray PATH...`
+        raise click.BadParameter(f"{value!r} is a path, not an address: put --ray after the"
+                                 " paths, or write --ray=ADDRESS", param_hint="--ray")
+    return value
+
+
+@contextmanager
+def _fan_out(address: str | None, runtime):
+    """Where parse + chunk + embed run: this process (None) or a Ray cluster."""
+    if address is None:
+        yield None
+        return
+    from ingest.distributed import RayIngest
+
+    with _cluster_errors(), RayIngest(runtime, address) as cluster:
+        yield cluster
+
+
+@contextmanager
+def _cluster_errors():
+    """Ray missing or unreachable, or no worker: one line, exit status 2 (nothing ingested)."""
+    from ingest.distributed import ClusterError
+
+    try:
+        yield
+    except ClusterError as exc:
+        error = click.ClickException(str(exc))
+        error.exit_code = 2
+        raise error from exc
 
 
 def _summary(console: Console, result) -> None:

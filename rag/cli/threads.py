@@ -19,7 +19,7 @@ def threads(thread_id, delete, as_json, config):
     """List conversations, most recent first; with THREAD_ID, show (or --delete) one."""
     from rag.store.threads import open_threads
 
-    store = open_threads(config.db)
+    store = open_threads(config.db, config.storage_options)
     if thread_id is None:
         if delete:
             raise click.UsageError("--delete needs a THREAD_ID")

@@ -1,7 +1,9 @@
 """The store: a documents table, a chunks table (vectors + full text), original files.
 
-`Store` opens (or creates) them under one folder, runs schema migrations
-(rag/store/migrations.py), and does the few things that span them:
+`Store` opens (or creates) them under one folder or object-store URI
+(rag/store/location.py: `s3://bucket/prefix`, `gs://...`, `az://...`), runs
+schema migrations (rag/store/migrations.py), and does the few things that span
+them:
 
 - Visibility rule: chunks are written first and the document row last, so a
   document exists for search only once all its chunks are stored. Chunks whose
@@ -13,35 +15,48 @@
   its chunks, then its original unless another document shares it.
 - Writes only append; `maintain()` compacts, folds indexes and removes old
   versions on the schedule of rag/store/maintenance.py.
+- Several processes, on one machine or many, may write at once: LanceDB's
+  commit protocol orders their commits, and a write that still lost its race is
+  written again (rag/store/writers.py: retrying).
 
 Each part is also usable alone: `store.documents` (rag/store/documents.py),
 `store.chunks` (rag/store/chunks.py, with the piece index of
-rag/store/pieces.py) and `store.originals` (rag/store/files.py).
+rag/store/pieces.py), `store.originals` and `store.uploads` (rag/store/files.py).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from rag.config import is_object_store, store_location
 from rag.profiles import profile_text, vocabulary
 from rag.store import chunks as chunk_table
 from rag.store import documents as doc_table
 from rag.store import maintenance
 from rag.store.chunks import ANN_THRESHOLD, Chunks
 from rag.store.documents import DocRecord, Documents
-from rag.store.files import Originals
+from rag.store.files import BlobTable, Files, Folder, Originals
+from rag.store.location import StoreError, cannot_open, connect
 from rag.store.maintenance import Maintenance
-from rag.store.migrations import VERSION, MigrationError, migrate, record_version, table_names
-from rag.store.writers import provably_dead
+from rag.store.migrations import (
+    VERSION,
+    MigrationError,
+    migrate,
+    open_or_create,
+    record_version,
+    table_names,
+)
+from rag.store.pieces import PieceSearch
+from rag.store.writers import provably_dead, retrying
 from rag.types import Chunk, Document, Passage
 
-__all__ = ["ANN_THRESHOLD", "DocRecord", "GRACE_S", "Maintenance", "Store", "StoreError",
-           "VERSION", "open_store"]
+__all__ = ["ANN_THRESHOLD", "DocRecord", "GRACE_S", "Maintenance", "PieceSearch", "Store",
+           "StoreError", "VERSION", "open_store"]
 
 # Leftovers of a writer that may still run are kept this long. A writer stores a
 # document's chunks and then its row within a second or two (one append, one
@@ -50,44 +65,49 @@ __all__ = ["ANN_THRESHOLD", "DocRecord", "GRACE_S", "Maintenance", "Store", "Sto
 GRACE_S = 15 * 60.0
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or does not match the embedder."""
-
-
 class Store:
-    """Open (or create) the store under `root`; `dim` comes from the embedder."""
+    """Open (or create) the store at `root` (a folder or an object-store URI); `dim` comes
+    from the embedder; `storage_options` go to LanceDB (rag/store/location.py)."""
 
-    def __init__(self, root: Path | str, dim: int, embedder: str = ""):
-        import lancedb
-
-        self.root = Path(root)
-        self.originals = Originals(self.root / "files")
-        # Handles look for versions written by other processes (a `rag ingest` beside
-        # `rag serve`): they see new documents, and never read a version that
-        # maintenance in another process removed (maintenance.KEEP_S is far longer).
-        self.db = lancedb.connect(str(self.root / "lance"), read_consistency_interval=timedelta(
-            seconds=maintenance.READ_CONSISTENCY_S))
+    def __init__(self, root: Path | str, dim: int, embedder: str = "",
+                 storage_options: Mapping[str, str] | None = None,
+                 pieces: PieceSearch | None = None):
+        self.root = store_location(root)
+        self.remote = is_object_store(self.root)  # object storage, shared by every replica
         try:
+            self.db = connect(self.root, storage_options)
             migrate(self.db)
+            names = table_names(self.db)
         except MigrationError as exc:
             raise StoreError(f"{self.root}: {exc}") from exc
-        names = table_names(self.db)
-        if "documents" not in names:
-            self.db.create_table("documents", schema=doc_table.SCHEMA)
-        if "chunks" in names:
-            table = self.db.open_table("chunks")
-            stored = table.schema.field("vector").type.list_size
-            was = (table.schema.metadata or {}).get(b"embedder", b"").decode()
-            if stored != dim:
-                raise StoreError(f"{self.root}: built with a {stored}-dimension embedder"
-                                 f" ({was or 'unknown'}), the configured one has {dim};"
-                                 " use another --db or re-ingest")
-        else:
-            table = self.db.create_table("chunks", schema=chunk_table.schema(dim, embedder))
+        except StoreError:
+            raise
+        except (ValueError, OSError, RuntimeError) as exc:  # unreachable, refused, no bucket
+            raise cannot_open(self.root, exc) from exc
+        # Several processes may open a new store at once: whoever creates a table first wins.
+        documents = open_or_create(self.db, "documents", doc_table.SCHEMA)
+        table = open_or_create(self.db, "chunks", chunk_table.schema(dim, embedder))
+        stored = table.schema.field("vector").type.list_size
+        was = (table.schema.metadata or {}).get(b"embedder", b"").decode()
+        if stored != dim:
+            raise StoreError(f"{self.root}: built with a {stored}-dimension embedder"
+                             f" ({was or 'unknown'}), the configured one has {dim};"
+                             " use another --db or re-ingest")
+        if "chunks" not in names:
             record_version(self.db, VERSION)
         self.dim = dim
-        self.documents = Documents(self.db.open_table("documents"))
-        self.chunks = Chunks(table, dim)
+        # Original files: a folder beside the tables, or a table of the object store.
+        self.originals = Originals(BlobTable(self.db, "files") if self.remote
+                                   else Folder(self.root / "files"))
+        self.documents = Documents(documents)
+        # Past pieces.table_chunks chunks, sentence search moves to an indexed table.
+        self.chunks = Chunks(table, dim, self.db, pieces or PieceSearch())
+
+    @functools.cached_property
+    def uploads(self) -> Files:
+        """Where accepted uploads wait for their job (made on first use: a store that
+        only answers questions never creates it)."""
+        return BlobTable(self.db, "uploads") if self.remote else Folder(self.root / "uploads")
 
     def add_documents(self, items: Sequence[tuple[Document, Sequence[Chunk], np.ndarray,
                                                   Path | bytes | None]]) -> list[DocRecord]:
@@ -114,15 +134,16 @@ class Store:
                                                           [p.text for p in doc.pages]),
                                      ocr_pages=tuple(doc.ocr_pages)))
             vocabularies[doc.id] = vocabulary(c.text for c in chunks)
-        self.chunks.delete_docs(r.id for r in records)  # leftovers of an interrupted run
-        self.chunks.add(tables)
-        self.documents.put(records, vocabularies)
+        ids = [r.id for r in records]
+        retrying(lambda: self.chunks.delete_docs(ids))  # leftovers of an interrupted run
+        retrying(lambda: self.chunks.add(tables))
+        retrying(lambda: self.documents.put(records, vocabularies))
         return records
 
     def delete_document(self, doc_id: str) -> bool:
         record = self.documents.get(doc_id)
-        self.documents.delete(doc_id)
-        self.chunks.delete_docs([doc_id])
+        retrying(lambda: self.documents.delete(doc_id))
+        retrying(lambda: self.chunks.delete_docs([doc_id]))
         if record and not any(r.file == record.file for r in self.documents.list()):
             self.originals.delete(record.file)
         return record is not None
@@ -142,7 +163,7 @@ class Store:
         # Only the rows judged: a live writer's newer rows of the same document stay.
         condition = f"written_at < {cutoff!r}" + (
             f" OR writer IN ({doc_table.id_list(dead)})" if dead else "")
-        self.chunks.delete_docs(doomed, where=condition)
+        retrying(lambda: self.chunks.delete_docs(doomed, where=condition))
         self.originals.sweep(self.documents.files(), grace_s)
         return len(doomed)
 
@@ -154,8 +175,8 @@ class Store:
             table = self.table(name)
             reason = "asked" if force else maintenance.due(table.stats())
             if reason:
-                done.tables.append(maintenance.optimize(
-                    table, name, self.root / "lance" / f"{name}.lance", reason, keep_s))
+                folder = None if self.remote else self.root / "lance" / f"{name}.lance"
+                done.tables.append(maintenance.optimize(table, name, folder, reason, keep_s))
         return done
 
     def table(self, name: str):
@@ -165,20 +186,32 @@ class Store:
 
     def live_bytes(self) -> int:
         """Live data, as rag/store/maintenance.py defines it."""
-        tables = sum(maintenance.table_live_bytes(self.table(n)) for n in table_names(self.db))
+        names = table_names(self.db) - ({"files", "uploads"} if self.remote else set())
+        tables = sum(maintenance.table_live_bytes(self.table(n)) for n in names)
         return tables + self.originals.total_bytes(self.documents.files())
 
     def latest_bytes(self) -> int:
-        """The latest versions' files (`stats().total_bytes` of every table) + the originals."""
+        """The latest versions' files (`stats().total_bytes` of every table) + the originals
+        (on object storage: a table among the others)."""
         return sum(self.table(n).stats()["total_bytes"] for n in table_names(self.db)) \
-            + self.originals.total_bytes()
+            + (0 if self.remote else self.originals.total_bytes())
 
     def disk_bytes(self) -> int:
-        """Every file under the store folder: tables, old versions, originals, uploads."""
-        return maintenance.disk_bytes(self.root)
+        """Every file under the store folder: tables, old versions, originals, uploads. On
+        object storage the latest versions only (maintenance.py: listing a bucket is not
+        free)."""
+        return self.latest_bytes() if self.remote else maintenance.disk_bytes(self.root)
 
     def file_path(self, record: DocRecord) -> Path:
+        """The original's file (a local store only; `original()` works for both)."""
         return self.originals.path(record.file)
+
+    def original(self, record: DocRecord) -> Path | bytes | None:
+        """A document's original: its file on this machine's disk (a local store), its
+        bytes (object storage), or None when it is missing."""
+        local = self.originals.local_path(record.file)
+        return local if local is not None or not self.remote else \
+            self.originals.read(record.file)
 
     def passage(self, row: dict, docs: dict[str, DocRecord]) -> Passage:
         """A search result row as a Passage, titled from `docs` (id -> record)."""
@@ -187,8 +220,11 @@ class Store:
                        title=doc.title if doc else "", path=doc.path if doc else "",
                        text=row["text"], page_start=row["page_start"], page_end=row["page_end"],
                        char_start=row["char_start"], char_end=row["char_end"],
-                       heading=row["heading"])
+                       heading=row["heading"],
+                       ocr=bool(doc and any(row["page_start"] <= n <= row["page_end"]
+                                            for n in doc.ocr_pages)))
 
 
-def open_store(root: Path | str, dim: int, embedder: str = "") -> Store:
-    return Store(root, dim, embedder)
+def open_store(root: Path | str, dim: int, embedder: str = "",
+               storage_options: Mapping[str, str] | None = None) -> Store:
+    return Store(root, dim, embedder, storage_options)

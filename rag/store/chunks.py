@@ -13,6 +13,14 @@ rows at once: the full-text and vector indexes search the rows they do not
 cover yet by a flat scan (tests/test_maintenance.py checks it), and the piece
 index reads every row. Folding new rows into the indexes and compacting
 fragments is maintenance (rag/store/maintenance.py), run on its own schedule.
+
+Past `PieceSearch.table_chunks` chunks (ANN_THRESHOLD by default) the piece
+vectors also live in the indexed `pieces` table (rag/store/pieces.py), built
+once by `refresh_indexes`; from then on every write and delete goes to both
+tables, search ranks by sentences through that table's index, and the chunk
+`id` has a B-tree index so that fetching the found rows reads only them.
+Between crossing the threshold and the table being ready (another process may
+be building it), search ranks by the chunk vectors without loading the matrix.
 """
 
 from __future__ import annotations
@@ -26,12 +34,22 @@ import pyarrow as pa
 
 from rag.lexical import fts_text
 from rag.store.documents import id_list, quote
-from rag.store.pieces import PieceIndex, list_array, piece_matrix, vector_array, vector_matrix
-from rag.store.writers import identity
+from rag.store.pieces import (
+    DEFAULT_SEARCH,
+    TABLE_CHUNKS,
+    PieceIndex,
+    PieceSearch,
+    PieceTable,
+    list_array,
+    piece_matrix,
+    vector_array,
+    vector_matrix,
+)
+from rag.store.writers import identity, retrying
 from rag.text import chunk_piece_spans, flatten
 from rag.types import Chunk, Document
 
-ANN_THRESHOLD = 100_000  # past this many chunks, build an approximate vector index
+ANN_THRESHOLD = TABLE_CHUNKS  # past this many chunks, pieces move to an indexed table
 COLUMNS = ["id", "doc_id", "ordinal", "text", "page_start", "page_end", "char_start",
            "char_end", "heading"]
 
@@ -66,18 +84,24 @@ def create_fts_index(table) -> None:
 
 
 class Chunks:
-    def __init__(self, table, dim: int):
-        self.table, self.dim = table, dim
+    """The chunks table; `db` (the store's connection) holds the piece table once the
+    store passes `search.table_chunks` chunks (without it, the matrix at any size)."""
+
+    def __init__(self, table, dim: int, db=None, search: PieceSearch = DEFAULT_SEARCH):
+        self.table, self.dim, self.settings = table, dim, search
         self.writer = identity()
-        self._fts_ready = self._ann_ready = False
+        self._fts_ready = self._keys_ready = False
         self._check_indexes()
         self.pieces = PieceIndex(table, dim)
+        self.piece_table = PieceTable(db, dim, search) if db is not None else None
+        self._counted: tuple[int | None, int] = (None, 0)  # (table version, rows)
 
     def _check_indexes(self) -> None:
         # Another process (a `rag ingest` beside `rag serve`) may have built them since.
         indices = self.table.list_indices()
         self._fts_ready = any(i.index_type == "FTS" for i in indices)
-        self._ann_ready = any(i.index_type.startswith("IVF") for i in indices)
+        self._keys_ready = {"id", "doc_id"} <= {c for i in indices for c in i.columns
+                                                if i.index_type == "BTree"}
 
     # -- writing -----------------------------------------------------------
     def rows(self, doc: Document, chunks: Sequence[Chunk], vectors) -> pa.Table:
@@ -119,18 +143,32 @@ class Chunks:
         return pa.table(columns, schema=self.table.schema)
 
     def add(self, tables: Sequence[pa.Table]) -> None:
+        """Append chunk rows, then their pieces to the piece table if the store has one
+        (a crash between the two leaves chunks of a document whose row is not written
+        yet: invisible, and rewritten by the next run)."""
         if tables:
-            self.table.add(pa.concat_tables(tables))
+            rows = pa.concat_tables(tables)
+            self.table.add(rows)
+            if self.piece_table is not None:  # retried alone: the chunk rows are in
+                retrying(lambda: self.piece_table.add(rows))
 
     def delete_docs(self, doc_ids: Iterable[str], where: str = "") -> None:
-        """Delete the rows of `doc_ids` (and matching `where`, if given). A delete that
-        matches nothing is skipped: it would still write a new table version."""
+        """Delete the rows of `doc_ids` (and matching `where`, if given), and their pieces.
+        A delete that matches nothing is skipped: it would still write a new table version."""
         ids = list(doc_ids)
         if not ids:
             return
-        condition = f"doc_id IN ({id_list(ids)})" + (f" AND ({where})" if where else "")
+        docs = f"doc_id IN ({id_list(ids)})"
+        condition = docs + (f" AND ({where})" if where else "")
         if self.table.count_rows(condition):
             self.table.delete(condition)
+        if self.piece_table is not None and self.piece_table.handle() is not None:
+            # Pieces hold no writer columns: drop the documents' pieces and put back those
+            # of the rows `where` spared (a live writer's).
+            self.piece_table.delete(docs)
+            if where:
+                kept = self.table.search().where(docs).select(["id", "doc_id", "pieces"])
+                self.piece_table.add(kept.limit(None).to_arrow())
 
     def doc_ids(self) -> set[str]:
         column = self.table.search().select(["doc_id"]).limit(None).to_arrow()
@@ -148,9 +186,11 @@ class Chunks:
         return self.table.count_rows()
 
     def refresh_indexes(self) -> None:
-        """What search needs after a write: a full-text index once the table has rows, a
-        vector index past ANN_THRESHOLD. Rows the indexes do not cover yet are searched
-        by a flat scan until maintenance folds them in; nothing is rewritten here."""
+        """What search needs after a write: a full-text index once the table has rows;
+        past `settings.table_chunks` chunks, the indexed piece table (built once, from
+        every chunk: minutes at a million) and B-tree indexes on `id` and `doc_id`, and
+        the piece index retrained once its table has doubled. Rows the indexes do not
+        cover yet are searched by a flat scan until maintenance folds them in."""
         n = self.table.count_rows()
         if n == 0:
             return
@@ -159,30 +199,62 @@ class Chunks:
         if not self._fts_ready:
             create_fts_index(self.table)
             self._fts_ready = True
-        if n >= ANN_THRESHOLD and not self._ann_ready:
-            self.table.create_index(metric="dot", index_type="IVF_HNSW_SQ",
-                                    vector_column_name="vector")
-            self._ann_ready = True
+        if self.piece_table is None or n < self.settings.table_chunks:
+            return
+        if not self._keys_ready:
+            from lancedb.index import BTree
+
+            for column in ("id", "doc_id"):
+                self.table.create_index(column, config=BTree(), replace=True)
+            self._keys_ready = True
+        if self.piece_table.handle() is None:
+            self.piece_table.build(self.table)
+        self.piece_table.refresh()
 
     # -- reading -----------------------------------------------------------
     def vector_search(self, vector: np.ndarray, k: int,
                       doc_ids: Iterable[str] | None = None) -> list[dict]:
-        """The k chunks closest to `vector`, best first, optionally only of `doc_ids`:
-        by their best piece below ANN_THRESHOLD chunks, else by the indexed chunk vector."""
+        """The k chunks closest to `vector`, best first, optionally only of `doc_ids`,
+        ranked by their best piece: through the in-memory matrix in a small store,
+        through the piece table's index past the threshold (rag/store/pieces.py)."""
         vector = np.asarray(vector, dtype=np.float32)
         only = set(doc_ids) if doc_ids else None
-        if not self._ann_ready:
-            ids = self.pieces.search(vector, k, only)
-            if not ids:
-                return []
-            query = self.table.search().where(f"id IN ({id_list(ids)})")
-            rows = {r["id"]: r for r in self._rows(query.select(self._read).limit(len(ids)))}
-            return [rows[i] for i in ids if i in rows]
-        query = self.table.search(vector, vector_column_name="vector").metric("dot").limit(k)
-        where = filter_docs(only)
-        if where:
-            query = query.where(where, prefilter=True)
-        return self._rows(query.select(self._read + ["_distance"]))
+        ids = self._piece_ids(vector, k, only)
+        if ids is None:  # past the threshold, the piece table not ready yet
+            query = self.table.search(vector, vector_column_name="vector") \
+                .distance_type("dot").limit(k)
+            where = filter_docs(only)
+            if where:
+                query = query.where(where, prefilter=True)
+            return self._rows(query.select(self._read + ["_distance"]))
+        if not ids:
+            return []
+        query = self.table.search().where(f"id IN ({id_list(ids)})")
+        rows = {r["id"]: r for r in self._rows(query.select(self._read).limit(len(ids)))}
+        return [rows[i] for i in ids if i in rows]
+
+    def _piece_ids(self, vector: np.ndarray, k: int, only: set[str] | None) -> list[str] | None:
+        """Chunk ids by best piece, or None where neither way applies: past the threshold
+        (the matrix would not fit) before the piece table is ready."""
+        tables = self.piece_table
+        if tables is None:
+            return self.pieces.search(vector, k, only)
+        large = self._rows_now() >= self.settings.table_chunks
+        if tables.ready(recheck=large):  # noticed without reopening the store
+            if self.pieces.loaded_bytes:
+                self.pieces.clear()
+            return tables.search(vector, k, only)
+        if not large:
+            return self.pieces.search(vector, k, only)
+        self.pieces.clear()
+        return None
+
+    def _rows_now(self) -> int:
+        """The number of chunk rows, counted once per table version."""
+        version = self.table.version
+        if self._counted[0] != version:
+            self._counted = (version, self.table.count_rows())
+        return self._counted[1]
 
     def text_search(self, text: str, k: int, doc_ids: Iterable[str] | None = None) -> list[dict]:
         terms = fts_text(text)

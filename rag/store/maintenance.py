@@ -62,6 +62,14 @@ Live data (what `live_bytes` counts): the Arrow size of the rows of the latest
 version of every table (deleted rows excluded), plus the size of every index,
 plus the originals (rag/store/files.py) that documents refer to. Disk is
 everything under the store folder (`disk_bytes`).
+
+On object storage the same schedule runs (every replica calls it between jobs;
+two optimizing one table at once cost a wasted compaction, never data: the
+loser's commit conflicts and it stops until next time). The original files and
+queued uploads are tables there too (`files`, `uploads`), so deleted ones leave
+storage by the same compaction and cleanup. Sizes come from `Table.stats()` (the
+latest version's files): listing every object of a bucket to measure old
+versions would cost a request per thousand objects.
 """
 
 from __future__ import annotations
@@ -150,11 +158,15 @@ def cleanup_age(timestamps: list[float], now: float, keep_s: float = KEEP_S,
     return timedelta(seconds=max(now - oldest_kept + margin_s, keep_s))
 
 
-def optimize(table, name: str, folder: Path, reason: str,
+def optimize(table, name: str, folder: Path | None, reason: str,
              keep_s: float = KEEP_S) -> TableMaintenance:
-    """Compact `table`, fold its indexes and remove versions superseded over `keep_s` ago."""
+    """Compact `table`, fold its indexes and remove versions superseded over `keep_s` ago.
+    `folder`: the table's folder, to measure; None on object storage (see above)."""
+    def size() -> int:
+        return disk_bytes(folder) if folder is not None else table.stats()["total_bytes"]
+
     started = time.perf_counter()
-    before, size_before, error = _fragments(table), disk_bytes(folder), ""
+    before, size_before, error = _fragments(table), size(), ""
     try:
         for _ in range(2):  # the second merges what the first merged beside the old fragments
             stamps = sorted(v["timestamp"].timestamp() for v in table.list_versions())
@@ -167,7 +179,7 @@ def optimize(table, name: str, folder: Path, reason: str,
         log.warning("maintenance of %s stopped: %s", name, error)
     return TableMaintenance(table=name, reason=reason, seconds=time.perf_counter() - started,
                             fragments_before=before, fragments_after=_fragments(table),
-                            bytes_before=size_before, bytes_after=disk_bytes(folder),
+                            bytes_before=size_before, bytes_after=size(),
                             error=error)
 
 

@@ -115,10 +115,9 @@ class Threads:
         return found
 
 
-def open_threads(root) -> Threads:
-    """The threads of the store under `root`, without loading an embedder (`rag threads`)."""
-    from pathlib import Path
+def open_threads(root, storage_options=None) -> Threads:
+    """The threads of the store at `root` (a folder or an object-store URI), without
+    loading an embedder (`rag threads`)."""
+    from rag.store.location import connect
 
-    import lancedb
-
-    return Threads(lancedb.connect(str(Path(root) / "lance")))  # the Store's tables folder
+    return Threads(connect(root, storage_options))

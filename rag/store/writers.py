@@ -1,4 +1,5 @@
-"""Who wrote a chunk row, and whether that writer is provably gone.
+"""Who wrote a chunk row (or holds a job), whether that writer is provably gone, and
+retrying a write that lost a commit race.
 
 Every chunk row records `writer`, "host:pid:start": the machine (its host name,
 plus the pid namespace on Linux, so two containers that share a host name are
@@ -11,14 +12,35 @@ Provably dead means: the same machine, and no process with that id, or one
 with another start time (the id was reused). A writer on another machine can
 never be proven dead from here; its leftovers wait for the grace period.
 Without /proc (macOS) the start time is unknown and only a missing pid counts.
+
+The same string names a web replica when it claims an upload job
+(rag/store/jobs.py): a restarted replica is a new writer, and on the same
+machine it can prove its predecessor dead and take over that one's jobs at once.
+
+Commit races: LanceDB commits a write as the next table version, and when
+another process committed first it checks the two for conflicts and retries by
+itself (appends never conflict; deletes and updates of other rows are
+rebased; an update whose rows changed is re-run). `retrying` covers the rare
+case where its own retries run out under heavy contention: the write did not
+happen, and writing it again is safe for every write the store makes (appends
+of new rows, deletes and updates by condition, upserts by id).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import random
+import re
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+# What lance says when a commit lost its race and its own retries did not settle it.
+_CONFLICT = re.compile(r"commit conflict|concurrent writ|write contention", re.I)
 
 
 def _proc_start(pid: int) -> str:
@@ -72,3 +94,21 @@ def provably_dead(writer: str) -> bool:
         return True
     now = _proc_start(pid)
     return bool(start and now and now != start)
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, (RuntimeError, OSError, ValueError)) and bool(
+        _CONFLICT.search(str(exc)))
+
+
+def retrying(write: Callable[[], T], attempts: int = 6, pause: float = 0.05) -> T:
+    """`write()`, again (with a growing random pause) while it fails with a commit
+    conflict; any other error, or the last conflict, is raised."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except (RuntimeError, OSError, ValueError) as exc:
+            if attempt == attempts - 1 or not is_conflict(exc):
+                raise
+            time.sleep(pause * (2 ** attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")

@@ -136,6 +136,7 @@ function chip(n, citation, open) {
     b.title = "not supported by source " + n;
     b.setAttribute("aria-label", "Source " + n + ", not supported");
   }
+  if (citation && citation.ocr) b.title = (b.title ? b.title + "; " : "") + "text read by OCR";
   b.addEventListener("click", () => {
     document.querySelectorAll(".chip.active").forEach((x) => x.classList.remove("active"));
     b.classList.add("active");

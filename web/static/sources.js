@@ -12,11 +12,17 @@ export function renderSources(list, box, sources, open) {
   for (const s of sources) {
     const button = el("button", { class: "button ghost", type: "button", text: s.title || s.path });
     button.addEventListener("click", () => open(s.marker, null, button));
+    const meta = [el("span", { class: "muted", text: " · page " + s.page_start })];
+    if (s.ocr) meta.push(ocrLabel());
     list.append(el("li", {}, el("span", { class: "source-num", text: "[" + s.marker + "]" }),
-      el("div", { class: "source-body" }, button,
-        el("span", { class: "muted", text: " · page " + s.page_start }),
+      el("div", { class: "source-body" }, button, ...meta,
         el("div", { class: "source-snippet", text: s.text }))));
   }
+}
+
+// A passage whose text was read by OCR from a scanned page: worth checking against the page.
+function ocrLabel() {
+  return el("span", { class: "ocr-label", text: "OCR", title: "Text read by OCR from a scanned page" });
 }
 
 // -- source panel --------------------------------------------------------------
@@ -29,6 +35,7 @@ export function openPanel(sources, marker, citation, opener) {
   const page = citation ? citation.page : source.page_start;
   $("panel-title").textContent = source.title || source.path;
   $("panel-page").textContent = "Page " + page + " · source [" + marker + "]";
+  if (source.ocr) $("panel-page").append(" ", ocrLabel());
   const note = $("panel-note");
   note.hidden = !(citation && (!citation.supported || citation.inferred));
   note.textContent = citation && !citation.supported ? "This sentence is not supported by the passage: check it before relying on it."

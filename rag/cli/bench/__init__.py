@@ -14,7 +14,8 @@ from rag.cli.common import config_options
 
 @click.group()
 def bench() -> None:
-    """Benchmarks: BLAS and embeddings, the offline generator, ingestion, serving, storage."""
+    """Benchmarks: BLAS and embeddings, the offline generator, ingestion (local and on Ray),
+    serving, storage."""
 
 
 def _pack(config):
@@ -50,6 +51,43 @@ def bench_ingest(paths, limit, config) -> None:
     from rag.cli.bench.ingest import run
 
     run(list(paths), config, limit=limit)
+
+
+@bench.command("ocr")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--languages", help="Tesseract packs (default: the ocr_languages setting).")
+@click.option("--copies", type=int, default=2, show_default=True,
+              help="Scans of each PDF read in one run.")
+@config_options
+def bench_ocr(paths, languages, copies, config) -> None:
+    """Scan the text PDFs PATHS (default: the demo corpus's) to image-only PDFs, read them back with
+    OCR: pages/s with 1 and 2 parser processes, character error rate; text PDFs with OCR
+    on and off."""
+    from rag.cli.bench.ocr import run
+
+    try:
+        run(list(paths), languages or config.ocr_languages, copies=max(1, copies))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@bench.command("ray")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--address", metavar="ADDRESS",
+              help="A running cluster (auto, host:6379, ray://host:10001); default: a new one"
+                   " on this machine's cores.")
+@click.option("--limit", type=int, help="Only the first N files (sorted by name).")
+@config_options
+def bench_ray(paths, address, limit, config) -> None:
+    """Ingest PATHS on this process's path, then on a Ray cluster: wall times side by side
+    (cluster start apart), per-worker rates, and a projection for more nodes."""
+    from ingest.distributed import ClusterError
+    from rag.cli.bench.ray_ingest import run
+
+    try:
+        run(list(paths), config, address=address, limit=limit)
+    except ClusterError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @bench.command("serve")
@@ -133,6 +171,55 @@ def bench_contention(folder, max_tokens, config) -> None:
     from rag.cli.bench.contention import run
 
     run(folder, config, max_tokens=max_tokens)
+
+
+@bench.command("scale")
+@click.option("--sizes", default="100000,1000000", show_default=True,
+              help="Comma-separated store sizes, in chunks of 6 sentence pieces.")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the stores and the cached sentence vectors (default: a"
+                   " temporary one, removed at the end).")
+@click.option("--keep", is_flag=True, help="Keep the stores (with --work: reused next time).")
+@click.option("--matrix-max", type=int, default=300_000, show_default=True,
+              help="Measure the in-memory matrix up to this many chunks (4 bytes x dim per"
+                   " piece: 2.8 GB at 300k chunks of 384 dimensions).")
+@click.option("--hnsw-max", type=int, default=100_000, show_default=True,
+              help="Compare IVF-HNSW-SQ up to this many chunks (its build is slow).")
+@click.option("--append", type=int, default=1000, show_default=True,
+              help="Chunks appended after the index is built, then searched unindexed.")
+@click.option("--project", type=int, default=5_000_000, show_default=True,
+              help="Project the figures to this many chunks (0: none).")
+@click.option("--questions", type=int, default=200, show_default=True,
+              help="covidqa dev questions searched at each size.")
+@click.option("--eval-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default="../shared/eval", show_default=True,
+              help="The evaluation sets (covidqa's papers lend their sentence vectors).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every figure as JSON.")
+@config_options
+def bench_scale(sizes, work, keep, matrix_max, hnsw_max, append, project, questions, eval_dir,
+                report, config) -> None:
+    """Sentence-piece search at 100k to millions of chunks: the indexed piece table
+    (IVF-PQ; IVF-HNSW-SQ to compare) beside today's in-memory matrix where it fits.
+
+    Prints p50/p95 latency, recall@10 against exact search, resident memory of a
+    search-only process (no model loaded), index build time, the full-text side, and
+    a projection to --project chunks; see rag/cli/bench/scale.py.
+    """
+    from rag.cli.bench.scale import run
+
+    try:
+        counts = [int(s) for s in sizes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise click.UsageError(f"--sizes: {exc}") from exc
+    if not counts or min(counts) < 1000:
+        raise click.UsageError("--sizes: at least 1000 chunks each")
+    try:
+        run(config, sizes=counts, work=work, keep=keep, matrix_max=matrix_max,
+            hnsw_max=hnsw_max, append=max(0, append), project=project, questions=questions,
+            eval_dir=eval_dir, report=report)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @bench.command("storage")
