@@ -138,7 +138,7 @@ class Config:
     # index searched in piece_nprobes partitions, the best piece_refine x limit candidates
     # re-ranked exactly. Measured by `rag bench scale` (README, "Search at scale").
     piece_table_chunks: int = 50_000
-    piece_nprobes: int = 40
+    piece_nprobes: int = 80
     piece_refine: int = 5
 
 

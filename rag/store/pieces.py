@@ -50,7 +50,7 @@ class PieceSearch:
     """Where piece search switches to the indexed table, and its recall/latency knobs
     (config: piece_table_chunks, piece_nprobes, piece_refine)."""
     table_chunks: int = TABLE_CHUNKS  # chunks past which pieces move to the indexed table
-    nprobes: int = 40  # IVF partitions searched per question
+    nprobes: int = 80  # IVF partitions searched per question
     refine: int = 5  # candidates re-ranked with exact distances: refine x the limit
 
 

@@ -182,7 +182,8 @@ def bench_contention(folder, max_tokens, config) -> None:
 @click.option("--keep", is_flag=True, help="Keep the stores (with --work: reused next time).")
 @click.option("--matrix-max", type=int, default=300_000, show_default=True,
               help="Measure the in-memory matrix up to this many chunks (4 bytes x dim per"
-                   " piece: 2.8 GB at 300k chunks of 384 dimensions).")
+                   " piece; its search process peaked at 6 GB at 300k chunks of 384"
+                   " dimensions).")
 @click.option("--hnsw-max", type=int, default=100_000, show_default=True,
               help="Compare IVF-HNSW-SQ up to this many chunks (its build is slow).")
 @click.option("--append", type=int, default=1000, show_default=True,

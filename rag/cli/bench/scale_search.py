@@ -12,7 +12,8 @@ Steps (SPEC["step"]):
   search  search every question (vector side by best piece, and the full-text
           side), after a warm-up pass; report latencies, the ids found for recall,
           resident memory; `sweep` repeats the vector side under other settings;
-          `append` then adds chunks (not indexed yet) and searches again
+          `append` then adds chunks (not indexed yet) and searches again, then folds
+          them into the index as Store.maintain() does and searches once more
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def search(spec: dict) -> dict:
 def append(spec: dict, store, questions, k: int) -> dict:
     """Add spec["append"] chunks after the indexed ones; search again (flat scan of them)."""
     from rag.cli.bench.scale_data import load_bank, write_store
-    from rag.store.pieces import PieceSearch
+    from rag.store.pieces import TABLE, PieceSearch
 
     store.chunks.piece_table.settings = PieceSearch(spec["threshold"], spec["nprobes"],
                                                      spec["refine"])
@@ -164,8 +165,17 @@ def append(spec: dict, store, questions, k: int) -> dict:
                          questions)
     texts = json.loads(Path(spec["texts"]).read_text())
     _, text_times = timed(lambda t: store.chunks.text_search(t, k), texts)
-    return {"write_s": written, "unindexed": stats[0].num_unindexed_rows if stats else None,
-            **figures(times), "ids": found, "text": figures(text_times), **memory()}
+    out = {"write_s": written, "unindexed": stats[0].num_unindexed_rows if stats else None,
+           **figures(times), "ids": found, "text": figures(text_times), **memory()}
+    # What Store.maintain() does to this table (rag/store/maintenance.py): fold new rows in.
+    from rag.store import maintenance
+
+    done = maintenance.optimize(table, TABLE, None, "bench")
+    folded, times = timed(lambda q: [r["id"] for r in store.chunks.vector_search(q, k)],
+                          questions)
+    out["folded"] = {"fold_s": done.seconds, "error": done.error, **figures(times),
+                     "ids": folded}
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
