@@ -84,11 +84,28 @@ def copy_cache(cache: list) -> list:
     return out
 
 
+def settle(model) -> None:
+    """Evaluate every array the model holds, private members too, on this thread.
+
+    MLX records a lazy array's operations on the stream of the thread that built
+    it, and no other thread can evaluate it ("There is no Stream(cpu, 0) in current
+    thread"). The loader evaluates the parameters, but not members built with the
+    model such as Llama 3's rope frequencies (`_freqs`, rope_scaling "llama3"):
+    without this, the engine's thread would be the first to evaluate them and
+    every answer of the default generator would fail.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    mx.eval([v for _, v in tree_flatten(model) if isinstance(v, mx.array)])
+
+
 def load_generator(config: Config) -> Generator:
     """Resolve (hub, local folder or offline pack) and load the configured generator."""
     from mlx_lm import load
 
     resolved, (model, tokenizer) = load_resolved(config.generator, "generator", config, load)
+    settle(model)
     # Name what actually runs: the pack's model when we fell back to it.
     name = Path(resolved.path).name if resolved.source == "pack" else resolved.name
     return Generator(name=name, path=resolved.path, model=model, tokenizer=tokenizer)

@@ -141,6 +141,24 @@ def engine(llama):
     engine.close()
 
 
+def test_a_fresh_llama31_answers_on_the_engines_thread_first(llama_dir, models_dir):
+    """Nothing runs the model on this thread before the engine does: Llama 3's lazily
+    built rope frequencies must already be evaluated (rag/generate.py: settle)."""
+    from rag.engine import LocalEngine
+    from rag.streams import GenRequest
+
+    fresh = load_generator(config_for(models_dir, generator=str(llama_dir)))
+    engine = LocalEngine(fresh)
+    try:
+        prompt = build_prompt(QUESTION, PASSAGES, fresh.tokenizer, budget=4000)
+        events = list(engine.submit(GenRequest(prompt.tokens, 4, 0.0,
+                                               prefix_len=prompt.prefix_len)))
+    finally:
+        engine.close()
+    assert events[-1].error == ""
+    assert events[-1].finish in ("stop", "length") and events[-1].generation_tokens >= 1
+
+
 @pytest.mark.slow
 def test_prefix_cache_gives_the_same_tokens_as_no_cache(llama, engine):
     from mlx_lm import stream_generate

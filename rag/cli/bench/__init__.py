@@ -161,6 +161,44 @@ def bench_prefill(steps, prompt_tokens, config) -> None:
     run(config, steps=[int(s) for s in steps.split(",")], prompt_tokens=prompt_tokens)
 
 
+@bench.command("engine")
+@click.option("--concurrency", default="1,2,4,8", show_default=True,
+              help="Comma-separated numbers of prompts submitted at once (one round each).")
+@click.option("--max-tokens", type=int, default=128, show_default=True)
+@click.option("--prompt-tokens", type=int, default=800, show_default=True,
+              help="About this many tokens per prompt (corpora/ passages, the pinned prompt).")
+@click.option("--random-weights", type=click.Choice(["generator", "llama-3.1-8b"]),
+              help="Seeded random weights of this shape with the generator's tokenizer"
+                   " (llama-3.1-8b: the default generator's shape, 4-bit).")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also run mlx_lm.server with the same model and prompts.")
+@click.option("--timeout", type=float, default=600.0, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write every figure as JSON.")
+@config_options
+def bench_engine(concurrency, max_tokens, prompt_tokens, random_weights, baseline, timeout,
+                 report, config) -> None:
+    """The generation engine alone, in-process, against mlx_lm.server on the same prompts.
+
+    Per N: aggregate decode rate, time to first token and total time (p50/p95), with
+    the formula of `rag bench serve`; no web server or store needed (an accelerator
+    box). See rag/cli/bench/engine.py.
+    """
+    from rag.cli.bench import engine
+    from rag.cli.bench.serve import parse_concurrency
+
+    try:
+        levels = parse_concurrency(concurrency)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:
+        engine.measure(config, random_weights=random_weights, concurrency=levels,
+                       max_tokens=max_tokens, prompt_tokens=prompt_tokens, baseline=baseline,
+                       timeout=timeout, report=report)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @bench.command("contention")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--max-tokens", type=int, default=128, show_default=True)
