@@ -172,12 +172,18 @@ def bench_prefill(steps, prompt_tokens, config) -> None:
                    " (llama-3.1-8b: the default generator's shape, 4-bit).")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also run mlx_lm.server with the same model and prompts.")
+@click.option("--warm/--no-warm", default=True, show_default=True,
+              help="Run each N twice per server and count the second round (kernels compiled"
+                   " on first use of a shape are not counted).")
+@click.option("--prefill-steps", default=None,
+              help="Comma-separated prefill step sizes to compare, one engine each"
+                   " (default: the configured prefill_step).")
 @click.option("--timeout", type=float, default=600.0, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every figure as JSON.")
 @config_options
-def bench_engine(concurrency, max_tokens, prompt_tokens, random_weights, baseline, timeout,
-                 report, config) -> None:
+def bench_engine(concurrency, max_tokens, prompt_tokens, random_weights, baseline, warm,
+                 prefill_steps, timeout, report, config) -> None:
     """The generation engine alone, in-process, against mlx_lm.server on the same prompts.
 
     Per N: aggregate decode rate, time to first token and total time (p50/p95), with
@@ -189,12 +195,13 @@ def bench_engine(concurrency, max_tokens, prompt_tokens, random_weights, baselin
 
     try:
         levels = parse_concurrency(concurrency)
+        steps = parse_concurrency(prefill_steps) if prefill_steps else [config.prefill_step]
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
         engine.measure(config, random_weights=random_weights, concurrency=levels,
                        max_tokens=max_tokens, prompt_tokens=prompt_tokens, baseline=baseline,
-                       timeout=timeout, report=report)
+                       timeout=timeout, report=report, warm=warm, prefill_steps=steps)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -18,6 +18,11 @@ streamed, temperature 0. Both use `serve_measure`'s formula:
 The engine is read in-process and the baseline over HTTP: the baseline pays for
 its HTTP streaming, which is small next to a decode step of a real model.
 
+With --warm (the default) each N runs twice on each server and the second round
+counts: MLX's CUDA backend compiles kernels on first use of a shape (the first
+round of 8 streams took 37 s to its first token on an H200), which is not what
+a server that has been running a while pays.
+
 Prompts: passages from the repository's corpora/ (its Markdown and text files),
 rotated so every prompt differs, rendered by rag.prompt.build_prompt (the pinned
 system prompt, so the engine's system-prefix cache applies) to about
@@ -174,7 +179,8 @@ def engine_round(engine, requests: Sequence, timeout: float) -> list[StreamResul
 
 
 def run(folder: str, *, concurrency: Sequence[int], max_tokens: int, prompt_tokens: int,
-        baseline: bool = True, timeout: float = 600.0, name: str = "") -> dict:
+        baseline: bool = True, timeout: float = 600.0, name: str = "", warm: bool = True,
+        prefill_steps: Sequence[int] = (256,)) -> dict:
     """Measure the engine (and mlx_lm.server) at each N; print the tables; return figures."""
     import mlx.core as mx
     from mlx_lm import load
@@ -204,18 +210,22 @@ def run(folder: str, *, concurrency: Sequence[int], max_tokens: int, prompt_toke
         return GenRequest(tokens=list(p.tokens), max_tokens=max_tokens, prefix_len=p.prefix_len,
                           time_limit_s=timeout)
 
-    engine = LocalEngine(generator, max_running=top, max_waiting=top)
-    figures: dict = {"engine": [], "baseline": []}
-    try:
-        engine_round(engine, [request(prompts[-1])], timeout)  # warm-up
-        mine = []
-        for n in concurrency:
-            mine.append(summarize(n, engine_round(engine, [request(p) for p in prompts[:n]],
-                                                  timeout)))
-    finally:
-        engine.close()
-    figures["engine"] = [s.__dict__ for s in mine]
-    tables = [server_table("engine (in-process)", mine)]
+    figures: dict = {"engine": {}, "baseline": []}
+    tables, runs = [], {}
+    for step in prefill_steps:
+        engine = LocalEngine(generator, max_running=top, max_waiting=top, prefill_step=step)
+        try:
+            engine_round(engine, [request(prompts[-1])], timeout)  # warm-up
+            mine = []
+            for n in concurrency:
+                for _ in range(1 + warm):  # the last round counts
+                    results = engine_round(engine, [request(p) for p in prompts[:n]], timeout)
+                mine.append(summarize(n, results))
+        finally:
+            engine.close()
+        runs[step] = mine
+        figures["engine"][str(step)] = [s.__dict__ for s in mine]
+        tables.append(server_table(f"engine, prefill step {step}", mine))
     if baseline:
         texts = [server_text(p.text, p.tokens, tokenizer) for p in prompts]
         theirs = []
@@ -224,9 +234,12 @@ def run(folder: str, *, concurrency: Sequence[int], max_tokens: int, prompt_toke
             for n in concurrency:
                 jobs = [baseline_job(url, texts[i], max_tokens, f"prompt {i + 1}")
                         for i in range(n)]
-                theirs.append(summarize(n, run_round(jobs, timeout=timeout)))
+                for _ in range(1 + warm):
+                    results = run_round(jobs, timeout=timeout)
+                theirs.append(summarize(n, results))
         figures["baseline"] = [s.__dict__ for s in theirs]
-        tables += [server_table("mlx_lm.server (HTTP)", theirs), ratio_table(mine, theirs)]
+        tables.append(server_table("mlx_lm.server (HTTP)", theirs))
+        tables += [ratio_table(mine, theirs) for mine in runs.values()]
     console.print(Columns(tables))
     return figures
 
@@ -242,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=800)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-warm", action="store_true", help="measure each N's first round")
+    parser.add_argument("--prefill-steps", default="256",
+                        help="the engine's prefill step sizes to compare (one engine each)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--report", type=Path, help="write the figures as JSON")
     args = parser.parse_args(argv)
@@ -252,16 +268,19 @@ def main(argv: list[str] | None = None) -> None:
                           "generator": args.generator})
     try:
         levels = parse_concurrency(args.concurrency)
+        steps = parse_concurrency(args.prefill_steps)
     except ValueError as exc:
         parser.error(str(exc))
     measure(config, random_weights=args.random_weights, concurrency=levels,
             max_tokens=args.max_tokens, prompt_tokens=args.prompt_tokens,
-            baseline=not args.no_baseline, timeout=args.timeout, report=args.report)
+            baseline=not args.no_baseline, timeout=args.timeout, report=args.report,
+            warm=not args.no_warm, prefill_steps=steps)
 
 
 def measure(config, *, random_weights: str | None, concurrency: Sequence[int],
             max_tokens: int, prompt_tokens: int, baseline: bool, timeout: float,
-            report: Path | None) -> dict:
+            report: Path | None, warm: bool = True, prefill_steps: Sequence[int] = (256,)
+            ) -> dict:
     """The configured generator (or random weights of a shape), measured by run()."""
     from rag.cli.bench.serve import generator_folder
 
@@ -273,7 +292,7 @@ def measure(config, *, random_weights: str | None, concurrency: Sequence[int],
             name = f"random {random_weights}"
         figures = run(folder, concurrency=concurrency, max_tokens=max_tokens,
                       prompt_tokens=prompt_tokens, baseline=baseline, timeout=timeout,
-                      name=name)
+                      name=name, warm=warm, prefill_steps=prefill_steps)
     if report:
         report.write_text(json.dumps(figures, indent=1, default=str))
     return figures
