@@ -253,3 +253,23 @@ def test_real_questions_retrieve_the_same_passages_through_the_table(pack_config
         assert [round(p.score, 5) for p in a] == [round(p.score, 5) for p in b]
     assert large.store.chunks.pieces.loaded_bytes == 0
     assert small.store.chunks.pieces.loaded_bytes > 0
+
+
+def test_lifted_vectors_keep_their_neighbours():
+    """`rag bench scale --dim`: vectors mapped to more dimensions keep who is near whom."""
+    from rag.cli.bench.scale_data import lift
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 48)).astype(np.float32)
+    x = centres[rng.integers(0, 20, 400)] + 0.4 * rng.standard_normal((400, 48))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    up = lift(x, 96)
+    assert up.shape == (400, 96) and np.allclose(np.linalg.norm(up, axis=1), 1, atol=1e-5)
+    assert np.array_equal(up, lift(x, 96))  # one fixed map: every process lifts alike
+
+    def top(v):
+        return np.argsort(-(v @ v.T), axis=1)[:, 1:11]
+
+    before, after = top(x), top(up)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(before, after)])
+    assert overlap > 0.6

@@ -240,11 +240,15 @@ def bench_contention(folder, max_tokens, config) -> None:
 @click.option("--eval-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default="../shared/eval", show_default=True,
               help="The evaluation sets (covidqa's papers lend their sentence vectors).")
+@click.option("--dim", type=int, default=None,
+              help="Lift the real vectors to this many dimensions by one fixed random map"
+                   " (768: the default embedder's width, measured with the offline pack's"
+                   " 384-dimensional one); default: the embedder's own.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every figure as JSON.")
 @config_options
 def bench_scale(sizes, work, keep, matrix_max, hnsw_max, append, project, questions, eval_dir,
-                report, config) -> None:
+                dim, report, config) -> None:
     """Sentence-piece search at 100k to millions of chunks: the indexed piece table
     (IVF-PQ; IVF-HNSW-SQ to compare) beside today's in-memory matrix where it fits.
 
@@ -260,10 +264,12 @@ def bench_scale(sizes, work, keep, matrix_max, hnsw_max, append, project, questi
         raise click.UsageError(f"--sizes: {exc}") from exc
     if not counts or min(counts) < 1000:
         raise click.UsageError("--sizes: at least 1000 chunks each")
+    if dim is not None and dim < 16:
+        raise click.UsageError("--dim: at least 16")
     try:
         run(config, sizes=counts, work=work, keep=keep, matrix_max=matrix_max,
             hnsw_max=hnsw_max, append=max(0, append), project=project, questions=questions,
-            eval_dir=eval_dir, report=report)
+            eval_dir=eval_dir, report=report, dim=dim)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -48,16 +48,18 @@ NEVER = 10**12  # a threshold no store reaches: the matrix
 
 def run(config: Config, *, sizes: list[int], work: Path | None, keep: bool, matrix_max: int,
         hnsw_max: int, append: int, project: int, questions: int, eval_dir: Path,
-        report: Path | None) -> list[dict]:
+        report: Path | None, dim: int | None = None) -> list[dict]:
     from rag.cli.bench.scale_data import load_bank
 
     console = Console(width=max(Console().width, 110))
     folder = Path(work or tempfile.mkdtemp(prefix="rag-bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
     docs, asked = eval_dir / "covidqa" / "docs", eval_dir / "covidqa" / "dev.jsonl"
-    bank = load_bank(docs, asked, folder / "bank", lambda: _embedder(config), limit=questions)
+    bank = load_bank(docs, asked, folder / "bank", lambda: _embedder(config), limit=questions,
+                     dim=dim)
     console.print(f"bank: {len(bank.texts)} real sentence vectors of {len(bank.starts)} papers,"
-                  f" {len(bank.questions)} questions, dim {bank.vectors.shape[1]};"
+                  f" {len(bank.questions)} questions, dim {bank.vectors.shape[1]}"
+                  + (" (lifted from the embedder's by a fixed random map)" if dim else "") + ";"
                   f" work folder {folder}")
     import numpy as np
 

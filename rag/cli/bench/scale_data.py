@@ -42,8 +42,9 @@ class Bank:
 
 
 def load_bank(docs: Path, questions: Path, cache: Path, embedder_factory,
-              limit: int = 200) -> Bank:
-    """The real sentence and question vectors (embedded once, then read from `cache`)."""
+              limit: int = 200, dim: int | None = None) -> Bank:
+    """The real sentence and question vectors (embedded once, then read from `cache`);
+    with `dim`, lifted to that many dimensions (see lift)."""
     from rag.text import sentence_pieces
 
     papers = sorted(docs.glob("*.txt"))
@@ -68,8 +69,23 @@ def load_bank(docs: Path, questions: Path, cache: Path, embedder_factory,
     sizes_array = np.array(sizes)
     keep = sizes_array > 0
     starts = (np.cumsum(sizes_array) - sizes_array)[keep]
-    return Bank(np.asarray(vectors, np.float32), texts, starts, sizes_array[keep],
-                np.asarray(qvectors, np.float32), asked)
+    vectors, qvectors = np.asarray(vectors, np.float32), np.asarray(qvectors, np.float32)
+    if dim and dim != vectors.shape[1]:
+        vectors, qvectors = lift(vectors, dim), lift(qvectors, dim)
+    return Bank(vectors, texts, starts, sizes_array[keep], qvectors, asked)
+
+
+def lift(vectors: np.ndarray, dim: int, seed: int = 7) -> np.ndarray:
+    """Unit vectors mapped to `dim` dimensions by one fixed Gaussian matrix.
+
+    For an embedder wider than the one at hand (768 for the default e5-base against
+    the offline MiniLM's 384): a random linear map keeps the bank's neighbourhoods
+    (angles change by a few percent) and its clusters, so IVF and PQ meet the same
+    structure in more dimensions; its intrinsic dimension stays the source's.
+    """
+    rng = np.random.default_rng(seed)
+    lifted = vectors @ rng.standard_normal((vectors.shape[1], dim), dtype=np.float32)
+    return lifted / np.linalg.norm(lifted, axis=1, keepdims=True)
 
 
 def batch(bank: Bank, start: int, n: int, seed: int = 0):

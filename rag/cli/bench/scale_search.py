@@ -154,7 +154,7 @@ def append(spec: dict, store, questions, k: int) -> dict:
     store.chunks.piece_table.settings = PieceSearch(spec["threshold"], spec["nprobes"],
                                                      spec["refine"])
     bank = load_bank(Path(spec["docs"]), Path(spec["questions_file"]), Path(spec["cache"]),
-                     None)
+                     None, dim=spec["dim"])
     start = time.perf_counter()
     write_store(store, bank, spec["append"], first=spec["chunks"])
     written = time.perf_counter() - start
