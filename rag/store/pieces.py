@@ -19,7 +19,7 @@ Two ways, chosen by the store's size (`PieceSearch.table_chunks`, config
 
 Why IVF-PQ and not IVF-HNSW-SQ, and the settings: `rag bench scale`
 (rag/cli/bench/scale.py, figures in the README, "Search at scale"). HNSW-SQ
-took 675 s to index 600k pieces here (IVF-PQ 90 s) and keeps a byte per
+took 255 s to index 600k pieces here (IVF-PQ 59 s) and keeps a byte per
 dimension per piece in memory; PQ codes are 48 bytes a piece at 384
 dimensions, and the refine step (exact distances for the best candidates,
 read from the table) restores the recall PQ alone loses (index_config).
