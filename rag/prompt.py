@@ -129,8 +129,9 @@ def build_prompt(question: str, passages: Sequence[Passage], tokenizer, *,
     """Number the passages and fit as many as `budget` prompt tokens allow.
 
     Passages are taken in rank order; the first one that does not fit whole is
-    cut at a token boundary (so a long first passage is truncated, never
-    dropped), and the ones after it are left out. `history` (earlier turns,
+    cut at a token boundary (so a long first passage is truncated, not dropped,
+    unless the instructions and the question alone fill the budget), and the ones
+    after it are left out. `history` (earlier turns,
     oldest first) gets the room the sources leave (fit_turns).
     """
     base = len(encode(tokenizer, render(user_message(question, []), tokenizer)[0]))
@@ -192,7 +193,11 @@ def _finish(question, kept, texts, tokenizer, budget, truncated, turns=()) -> Pr
         if over <= 0 or not kept:
             break
         body = encode(tokenizer, texts[-1].strip())
-        texts[-1] = cut_to_tokens(tokenizer, texts[-1].strip(), max(1, len(body) - over - 4))
+        cut = cut_to_tokens(tokenizer, texts[-1].strip(), max(1, len(body) - over - 4))
+        if cut == texts[-1]:  # cut to the bone and still over: the source goes
+            kept, texts = kept[:-1], texts[:-1]
+        else:
+            texts[-1] = cut
         truncated = True
     prefix_tokens = encode(tokenizer, prefix)
     shared = next((i for i, (a, b) in enumerate(zip(prefix_tokens, tokens)) if a != b),

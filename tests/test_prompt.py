@@ -111,6 +111,22 @@ def test_a_first_source_too_long_for_the_budget_is_truncated_not_dropped():
     assert len(prompt.tokens) <= len(empty.tokens) + 300
 
 
+def test_a_budget_the_question_alone_fills_drops_the_sources_and_returns():
+    """max_tokens close to context_tokens leaves less room than the instructions and the
+    question take: the prompt comes back without sources (it used to loop for ever)."""
+    import threading
+
+    tok = LetterTokenizer()
+    empty = build_prompt(QUESTION, [], tok, budget=100_000)
+    done = []
+    worker = threading.Thread(target=lambda: done.append(
+        build_prompt(QUESTION, PASSAGES, tok, budget=len(empty.tokens) - 20)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert done, "build_prompt did not return"
+    assert done[0].sources == [] and done[0].truncated
+
+
 def test_page_labels():
     assert pages_label(PASSAGES[0]) == "p. 3"
     assert pages_label(PASSAGES[1]) == "pp. 7-8"
