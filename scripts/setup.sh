@@ -100,4 +100,11 @@ else
   fi
   echo "$fingerprint" > .venv/.setup-runtime
 fi
+# tests/test_azure.py: Azurite, Azure Storage's own emulator (npm), for az:// stores.
+if [ "$DEV" = 1 ] && [ ! -x .venv/azurite/node_modules/.bin/azurite-blob ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+  if command -v npm >/dev/null; then
+    npm install --silent --no-audit --no-fund --prefix .venv/azurite azurite@3.37.0
+  fi
+fi
 .venv/bin/rag models pull

@@ -10,11 +10,13 @@ that can open the tables sees all of it and nothing lives on a replica's disk.
 Credentials and endpoints: LanceDB (lance's object_store) reads the usual
 environment variables itself (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL or AWS_ENDPOINT,
-AWS_ALLOW_HTTP; GOOGLE_SERVICE_ACCOUNT, ...; AZURE_STORAGE_ACCOUNT_NAME, ...),
+AWS_ALLOW_HTTP; GOOGLE_SERVICE_ACCOUNT, ...; AZURE_STORAGE_ACCOUNT_NAME,
+AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_ENDPOINT, ...),
 and takes the same settings as `storage_options` (`aws_access_key_id`,
 `aws_endpoint`, `aws_region`, `allow_http`, ...), which override them. One
-convenience: an endpoint given as `http://...` allows plain HTTP (object_store
-refuses it otherwise), since naming an http endpoint says so already.
+convenience: an S3 or Azure endpoint given as `http://...` (MinIO, Azurite)
+allows plain HTTP (object_store refuses it otherwise), since naming an http
+endpoint says so already.
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ from pathlib import Path
 from rag.config import is_object_store, store_location
 from rag.store.maintenance import READ_CONSISTENCY_S
 
-_ENDPOINT_KEYS = ("aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url")
-_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+# Endpoint settings per scheme (storage_options keys, then environment variables).
+_ENDPOINTS = {
+    "s3": (("aws_endpoint", "aws_endpoint_url", "endpoint", "endpoint_url"),
+           ("AWS_ENDPOINT_URL", "AWS_ENDPOINT")),
+    "az": (("azure_storage_endpoint", "azure_endpoint", "endpoint"),
+           ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT")),
+}
+_ALLOW_HTTP = {"s3": ("allow_http", "aws_allow_http", "AWS_ALLOW_HTTP"),
+               "az": ("allow_http", "azure_allow_http", "AZURE_ALLOW_HTTP")}
 
 
 def tables_uri(root: Path | str) -> str:
@@ -39,15 +48,19 @@ def tables_uri(root: Path | str) -> str:
 
 def lance_options(root: Path | str, options: Mapping[str, str] | None = None,
                   env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`storage_options` for LanceDB: the configured ones, plus `allow_http` when the S3
-    endpoint (configured or from the environment) is a plain http:// URL."""
+    """`storage_options` for LanceDB: the configured ones, plus `allow_http` when the S3 or
+    Azure endpoint (configured or from the environment) is a plain http:// URL."""
     env = os.environ if env is None else env
     out = {k.lower(): str(v) for k, v in (options or {}).items()}
-    if not str(root).startswith("s3"):
+    scheme = str(root).split("://", 1)[0].lower()
+    scheme = {"s3a": "s3", "abfs": "az", "abfss": "az", "azure": "az"}.get(scheme, scheme)
+    if scheme not in _ENDPOINTS:
         return out
-    endpoint = next((out[k] for k in _ENDPOINT_KEYS if k in out), "") or next(
-        (env[v] for v in _ENDPOINT_VARIABLES if env.get(v)), "")
-    told = "allow_http" in out or "aws_allow_http" in out or "AWS_ALLOW_HTTP" in env
+    keys, variables = _ENDPOINTS[scheme]
+    endpoint = next((out[k] for k in keys if k in out), "") or next(
+        (env[v] for v in variables if env.get(v)), "")
+    option, long_option, variable = _ALLOW_HTTP[scheme]
+    told = option in out or long_option in out or variable in env
     if endpoint.lower().startswith("http://") and not told:
         out["allow_http"] = "true"
     return out
