@@ -6,9 +6,12 @@ Units are packed greedily up to `max_tokens`, preferring to end a chunk at a
 paragraph break; a new section (heading) or page always starts a new chunk, so
 every chunk lies on one page and cites it exactly. A chunk cut inside a
 paragraph repeats its last sentences, up to `overlap_tokens`, at the start of
-the next. A chunk's text is always `page.text[char_start:char_end]`
-(see `chunk_source_text`). Nothing is prefixed to the text: the store keeps the
-title and heading path beside it.
+the next. Table rows (`label | 1,488 | 1,544`, ingest/tables.py) are units of
+their own, so a chunk is never cut inside one. A chunk's text is always
+`page.text[char_start:char_end]` (see `chunk_source_text`). Nothing is prefixed
+to the text: the store keeps the title and heading path beside it, and a chunk
+that starts inside a table gets the table's title and column headers as its
+heading.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ingest.tables import Table, is_row, line_spans, table_blocks
 from rag.text import PARAGRAPH, chunk_piece_spans, sentence_spans, spans, trim, windows
 from rag.types import Chunk, Document
 
@@ -50,11 +54,27 @@ def _units(text: str, count: Callable[[str], int], max_tokens: int,
            section_at: Callable[[int], int]) -> list[_Unit]:
     units = []
     for para, (p_start, p_end) in enumerate(spans(text, PARAGRAPH)):
-        for s_start, s_end in sentence_spans(text, p_start, p_end):
+        for s_start, s_end in _sentences_and_rows(text, p_start, p_end):
             tokens = count(text[s_start:s_end])
             for a, b, n in _fit(text, s_start, s_end, tokens, count, max_tokens):
                 units.append(_Unit(a, b, n, section_at(a), para))
     return units
+
+
+def _sentences_and_rows(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Sentence spans of a paragraph, except that from its first table row to its last
+    every line is a unit of its own: a chunk is never cut inside a row, and a row
+    never runs on into the next one as one long "sentence"."""
+    lines = [(a, b) for a, b in line_spans(text, start, end) if is_row(text[a:b])]
+    if len(lines) < 2:
+        return sentence_spans(text, start, end)
+    rows_start, rows_end = lines[0][0], lines[-1][1]
+    out = sentence_spans(text, start, rows_start)
+    for a, b in line_spans(text, rows_start, rows_end):
+        a, b = trim(text, a, b)
+        if b > a:
+            out.append((a, b))
+    return out + sentence_spans(text, rows_end, end)
 
 
 def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tokens: int = 200,
@@ -73,16 +93,27 @@ def chunk_document(doc: Document, *, count_tokens: Callable[[str], int], max_tok
 
         units = _units(page.text, count, max_tokens,
                        lambda pos, offsets=offsets: bisect.bisect_right(offsets, pos) - 1)
+        tables = table_blocks(page.text)
         for group in _pack(units, max_tokens, overlap_tokens):
             start, end = group[0].start, group[-1].end
             section = group[0].section
             text = page.text[start:end]
+            heading = heads[section][1] if section >= 0 else ""
             chunks.append(Chunk(doc_id=doc.id, ordinal=len(chunks), text=text,
                                 page_start=page.number, page_end=page.number,
                                 char_start=start, char_end=end,
-                                heading=heads[section][1] if section >= 0 else "",
+                                heading=_with_table_context(heading, tables, start),
                                 pieces=tuple(chunk_piece_spans(text))))
     return chunks
+
+
+def _with_table_context(heading: str, tables: list[Table], start: int) -> str:
+    """A chunk that starts inside a table, below its title and column headers, carries
+    them in its heading (its text stays an exact slice of the page)."""
+    for table in tables:
+        if table.head_start < start < table.end and table.context:
+            return f"{heading} > {table.context}" if heading else table.context
+    return heading
 
 
 def _pack(units: list[_Unit], max_tokens: int, overlap_tokens: int) -> list[list[_Unit]]:

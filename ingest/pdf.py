@@ -2,7 +2,9 @@
 
 Pages without a text layer (scans, fonts without a Unicode map) are read by OCR
 (ingest/ocr.py) and listed in `Document.ocr_pages`; `Document.empty_pages` counts
-those that stayed empty.
+those that stayed empty. Pages that hold a table are read again in pypdf's layout
+mode so that each row stays on one line (ingest/tables.py); other pages keep the
+plain extraction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from ingest import ocr
 from ingest.errors import LoadError
+from ingest.tables import may_hold_table, table_text
 from rag.text import ends_sentence
 from rag.types import Document, Page
 
@@ -110,10 +113,24 @@ def load_pdf(path: Path, data_sha256: str, passwords: Sequence[str] = (), *,
 
 def _text_layer(page) -> str:
     try:
-        text = clean_page_text(page.extract_text() or "")
+        plain = page.extract_text() or ""
+        text = clean_page_text(plain)
     except Exception:  # noqa: BLE001 - one bad page must not lose the document
         return ""
-    return "" if len(text.strip()) < 3 or _glyph_soup(text) else text
+    if len(text.strip()) < 3 or _glyph_soup(text):
+        return ""
+    return _table_layer(page, text) if may_hold_table(plain) else text
+
+
+def _table_layer(page, plain: str) -> str:
+    """A page that holds a table, read again in pypdf's layout mode so that each row
+    stays on one line (ingest/tables.py); any other page keeps its plain text."""
+    try:
+        table = table_text(page.extract_text(extraction_mode="layout") or "")
+    except Exception:  # noqa: BLE001 - layout mode fails on some fonts: keep plain text
+        return plain
+    text = clean_page_text(table) if table else ""
+    return text if len(text) >= 3 and not _glyph_soup(text) else plain
 
 
 def _read_scans(path: Path, password: str, numbers: list[int], languages: str,
