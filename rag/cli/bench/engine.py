@@ -96,8 +96,7 @@ def random_model(source: Path, shape: str, dest: Path, seed: int = 0) -> Path:
     mx.random.seed(seed)
     model = model_class(args_class.from_dict(config))
     model.set_dtype(mx.bfloat16 if quant else mx.float32)
-    # nn's default initialisers give every layer unit-scale outputs; keep norms at 1.
-    mx.eval(model.parameters())
+    mx.eval(model.parameters())  # nn's default initialisers, drawn once from the seed
     if quant:
         nn.quantize(model, **quant)
         config["quantization"] = dict(quant)
@@ -256,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=800)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-warm", action="store_true", help="measure each N's first round")
-    parser.add_argument("--prefill-steps", default="256",
-                        help="the engine's prefill step sizes to compare (one engine each)")
+    parser.add_argument("--prefill-steps",
+                        help="the engine's prefill step sizes to compare, one engine each"
+                             " (default: the configured prefill_step)")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--report", type=Path, help="write the figures as JSON")
     args = parser.parse_args(argv)
@@ -268,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
                           "generator": args.generator})
     try:
         levels = parse_concurrency(args.concurrency)
-        steps = parse_concurrency(args.prefill_steps)
+        steps = (parse_concurrency(args.prefill_steps) if args.prefill_steps
+                 else [config.prefill_step])
     except ValueError as exc:
         parser.error(str(exc))
     measure(config, random_weights=args.random_weights, concurrency=levels,
@@ -296,6 +297,7 @@ def measure(config, *, random_weights: str | None, concurrency: Sequence[int],
     if report:
         report.write_text(json.dumps(figures, indent=1, default=str))
     return figures
+
 
 if __name__ == "__main__":
     sys.exit(main())
