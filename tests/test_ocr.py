@@ -21,6 +21,7 @@ from conftest import CORPORA
 from ingest import ocr
 from ingest.errors import LoadError
 from ingest.loaders import iter_load, load
+from rag.cli.bench.ocr import cer
 
 pdfium = pytest.importorskip("pypdfium2")
 Image = pytest.importorskip("PIL.Image")
@@ -55,25 +56,6 @@ SCRIPTS = {
 }
 UNSPACED = ("chi_sim", "chi_tra", "tha")  # written without spaces between words
 OTHER_MAX_CER = 0.15  # a sanity bound: the wrong pack or garbage reads at 0.3 and more
-
-
-def edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        current = [i] + [0] * len(b)
-        for j, y in enumerate(b, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
-        previous = current
-    return previous[-1]
-
-
-def cer(reference: str, read: str, *, spaces: bool = True) -> float:
-    """Character error rate after lowercasing and collapsing whitespace (removing it for
-    scripts written without spaces), in reading order."""
-    ref, hyp = (" ".join(t.lower().split()) for t in (reference, read))
-    if not spaces:
-        ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
-    return edit_distance(ref, hyp) / max(1, len(ref))
 
 
 def scan(source: Path, dest: Path, *, dpi: int = 300, rotate: float = 0, noise: float = 0,

@@ -159,21 +159,29 @@ def test_lancedb_tables_files_and_search_work_on_the_bucket(s3):
     assert store.chunks.text_search("glaciers", 3) == []
 
 
-WRITER = """
-import hashlib, sys, time
+# A process that opens the store on the bucket, then waits for the file `go` (so that
+# every one starts at once); argv: uri, endpoint, its name, go.
+PRELUDE = """
+import sys, time
 from pathlib import Path
-import numpy as np
 from rag.store import Store
 from rag.store.jobs import JobTable
-from rag.types import Chunk, Document, Page
 
-uri, endpoint, name, go = sys.argv[1:5]
+uri, endpoint, me, go = sys.argv[1:5]
 options = {"aws_endpoint": endpoint, "aws_access_key_id": "test",
            "aws_secret_access_key": "test", "aws_region": "us-east-1"}
 store = Store(uri, 8, "test", options)
 jobs = JobTable(store.db, store.uploads)
 while not Path(go).exists():
     time.sleep(0.01)
+"""
+
+WRITER = PRELUDE + """
+import hashlib
+import numpy as np
+from rag.types import Chunk, Document, Page
+
+name = me
 ids = []
 for i in range(5):
     text = f"Station {name} logged reading {i}: {i * 7} millimetres of rain."
@@ -218,19 +226,7 @@ def test_writers_in_several_processes_at_once_lose_nothing(s3, tmp_path):
     assert stage in {"w0", "w1", "w2", "w3"}
 
 
-CLAIMER = """
-import sys, time
-from pathlib import Path
-from rag.store import Store
-from rag.store.jobs import JobTable
-
-uri, endpoint, me, go = sys.argv[1:5]
-options = {"aws_endpoint": endpoint, "aws_access_key_id": "test",
-           "aws_secret_access_key": "test", "aws_region": "us-east-1"}
-store = Store(uri, 8, "test", options)
-jobs = JobTable(store.db, store.uploads)
-while not Path(go).exists():
-    time.sleep(0.01)
+CLAIMER = PRELUDE + """
 won = [r.id for r in jobs.claimable() if jobs.claim(r, me, 600)]
 print(" ".join(won))
 """

@@ -37,15 +37,24 @@ def scan(source: Path, dest: Path, dpi: int = 300) -> int:
     return len(images)
 
 
-def cer(reference: str, read: str) -> float:
-    ref, hyp = (" ".join(t.lower().split()) for t in (reference, read))
-    previous = list(range(len(hyp) + 1))
-    for i, x in enumerate(ref, start=1):
-        current = [i] + [0] * len(hyp)
-        for j, y in enumerate(hyp, start=1):
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions cost 1)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, y in enumerate(b, start=1):
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y))
         previous = current
-    return previous[-1] / max(1, len(ref))
+    return previous[-1]
+
+
+def cer(reference: str, read: str, *, spaces: bool = True) -> float:
+    """Character error rate after lowercasing and collapsing whitespace (removing it for
+    scripts written without spaces), in reading order."""
+    ref, hyp = (" ".join(t.lower().split()) for t in (reference, read))
+    if not spaces:
+        ref, hyp = ref.replace(" ", ""), hyp.replace(" ", "")
+    return edit_distance(ref, hyp) / max(1, len(ref))
 
 
 def run(paths: list[Path], languages: str, copies: int = 2) -> dict:
