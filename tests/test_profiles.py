@@ -83,3 +83,26 @@ def test_terms_every_document_shares_count_for_nothing():
     index = ProfileIndex({d: ("", v) for d, v in vocab.items()})
     assert set(index.scores("Kelpie revenue")) == {"b"}
     assert index.scores("company revenue") == {}
+
+
+def test_a_question_is_routed_by_the_latest_year_it_names():
+    def filing(year: int) -> dict[str, int]:
+        # An annual report names its own year most, its comparatives less and a
+        # far maturity date once or twice.
+        pages = [f"Kelpie Corporation annual report {year}. Revenue {year} and {year - 1}."] * 30
+        pages += [f"Notes due {year + 4}."] * 2
+        return vocabulary(pages)
+
+    profiles = {str(y): ("", filing(y)) for y in (2018, 2020, 2022)}
+    profiles["other"] = ("", vocabulary(["Harrow Shipping annual report 2018."] * 30))
+    index = ProfileIndex(profiles)
+    assert max(index.scores("Kelpie revenue in FY2018?").items(), key=lambda e: e[1])[0] == "2018"
+    best = max(index.scores("Kelpie revenue growth from FY2020 to FY2022").items(),
+               key=lambda e: e[1])[0]
+    assert best == "2022"
+    # 2022 is named by the 2018 report too (its notes due 2022), but only in passing.
+    scores = index.scores("Kelpie revenue in 2022")
+    assert scores["2022"] > scores["2018"]
+    # Without a year, the three are alike; a year alone routes nowhere.
+    assert len(set(index.scores("Kelpie revenue").values())) == 1
+    assert "other" not in index.scores("Kelpie revenue in 2018")
