@@ -33,7 +33,7 @@ def profile_prior(question: str, runtime: Runtime,
     fusion = fusion or _default()
     return profile_index(runtime.store).prior(
         question, floor=fusion.profile_floor, most=fusion.profile_docs, gap=fusion.profile_gap,
-        scale=fusion.profile_scale)
+        scale=fusion.profile_scale, sharpness=fusion.profile_sharpness)
 
 
 def profile_index(store) -> ProfileIndex:

@@ -203,18 +203,18 @@ class ProfileIndex:
         return {d: s * (1 + self.year_weight * years.get(d, 0.0)) for d, s in out.items()}
 
     def prior(self, question: str, *, floor: float = 0.5, most: int = 5, gap: float = 0.6,
-              scale: float = 1.0) -> dict[str, float]:
+              scale: float = 1.0, sharpness: float = 1.0) -> dict[str, float]:
         """The documents the question singles out, as a document prior (document id ->
         value in (0, scale]): those scoring above `floor` of the best, the best at `scale`
-        and the others by their share above the floor. None when the question does not
-        single documents out: more than `most` of them come that close, or more than a
-        third of the library (a library of a few documents needs no routing), or the
-        best document left out scores within `gap` of the best."""
+        and the others by their share above the floor, raised to `sharpness`. None when
+        the question does not single documents out: more than `most` of them come that
+        close, or more than a third of the library (a library of a few documents needs
+        no routing), or the best document left out scores within `gap` of the best."""
         scores = self.scores(question)
         if not scores:
             return {}
         top = max(scores.values())
-        named = {d: scale * (s / top - floor) / (1 - floor)
+        named = {d: scale * ((s / top - floor) / (1 - floor)) ** sharpness
                  for d, s in scores.items() if s / top > floor}
         if len(named) > min(most, self.size / 3):
             return {}

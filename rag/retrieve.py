@@ -44,6 +44,17 @@ where the question clearly fits another one. A conversation feeds it through
 documents' profiles (profile_prior: rag/profiles.py); callers may pass
 `doc_prior` too; they merge by the larger value. Figures and the choice of prior_weight
 (on half of covidqa's follow-ups): README, "Follow-up questions".
+
+The profile prior is weighed by how little the passages tell the documents apart
+instead of by `match`: `prior_weight * value * flat`, `flat` ramping from 0 to 1 as
+the `profile_flat_rank`-th best document's best fused score rises from
+`profile_flat_low` to `profile_flat_high` of the best one's. Where one document's
+passages stand out, the question is answered by them (covidqa: retrieval's first
+document is right 95% of the time when the fifth document scores under half the
+first, 40% above 0.6); where many look alike (an issuer's filings for several years,
+whose tables share every row label) the passages cannot choose and the profile
+does. A document chosen by both the conversation and its profile gets the larger
+of the two additions.
 """
 
 from __future__ import annotations
@@ -92,8 +103,17 @@ class Fusion:
     profile_docs: int = 5
     profile_floor: float = 0.5
     profile_scale: float = 1.0  # the profile prior's values are scaled by this
-    # How far below the best the best unnamed document must be (share of the best).
-    profile_gap: float = 0.6
+    # How far below the best the best unnamed document must be (share of the best);
+    # 0: no such gate (the flat weighting below does its work).
+    profile_gap: float = 0.0
+    # The named documents' values are raised to this power (a year's share decides
+    # among an issuer's filings that all clear the floor).
+    profile_sharpness: float = 2.0
+    # The profile prior's weight ramps up with how alike the documents' passages
+    # score (module doc, document prior).
+    profile_flat_rank: int = 5
+    profile_flat_low: float = 0.5
+    profile_flat_high: float = 0.7
 
 
 DEFAULT_FUSION = Fusion()
@@ -138,21 +158,22 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
     the conversation's earlier turns, oldest first, and `doc_prior` (document id -> value
     in [0, 1]) favour documents (module doc: document prior)."""
     store = runtime.store
-    prior = merge_priors(doc_prior or {}, history_prior(history, runtime, fusion),
-                         profile_prior(question, runtime, fusion) if fusion.profiles else {})
+    prior = merge_priors(doc_prior or {}, history_prior(history, runtime, fusion))
+    named = profile_prior(question, runtime, fusion) if fusion.profiles else {}
     vector = runtime.embedder.embed_batch([question], query=True)[0]
     wp, wv, wj, wt = weights(question, runtime.embedder.name, fusion)
     # With both vector weights at 0 its candidates would only crowd the text side's.
     vrows = store.chunks.vector_search(vector, fusion.depth, doc_ids) if wp or wv else []
     trows = store.chunks.text_search(question, fusion.depth, doc_ids)
     docs = {d.id: d for d in store.documents.list()}
-    extra = _prior_rows(question, vector, runtime, prior, doc_ids, fusion.depth, wp or wv)
+    extra = _prior_rows(question, vector, runtime, merge_priors(prior, named), doc_ids,
+                        fusion.depth, wp or wv)
     fused = fuse(vector, vrows, trows, set(docs), method=fusion.method, rrf_k=fusion.rrf_k,
                  piece_weight=wp, vector_weight=wv, text_weight=wt, extra=extra)
     terms = content_terms(question)
     if fused:
         _add_piece_scores(fused, vector, terms, fusion.sentence_weight, wj)
-        _add_prior(fused, prior, fusion.prior_weight)
+        _add_prior(fused, prior, named, fusion)
         fused.sort(key=lambda e: -e[1]["fused"])
     fused = fused[:k]
     out = []
@@ -165,23 +186,35 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
 
 
 def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
-               weight: float) -> None:
-    """Add `weight * prior * match` to the fused score of each chunk of a prior document,
-    `match` being its document's best fused score over the best of all candidates: a
-    follow-up on a new subject, whose best passages are elsewhere, is ranked almost as
-    if asked alone; one that still fits the conversation's document, or fits no
-    document well ("What was the sample size?"), is ranked within it."""
-    if not prior or not fused:
+               named: Mapping[str, float], fusion: Fusion) -> None:
+    """Add `prior_weight * value * match` to the fused score of each chunk of a `prior`
+    document, `match` being its document's best fused score over the best of all
+    candidates: a follow-up on a new subject, whose best passages are elsewhere, is
+    ranked almost as if asked alone; one that still fits the conversation's document,
+    or fits no document well ("What was the sample size?"), is ranked within it.
+    For the documents the question `named` by their profiles, `value * flat` instead
+    (module doc, document prior); a document in both gets the larger."""
+    if not (prior or named) or not fused:
         return
     best: dict[str, float] = {}
     for row, scores in fused:
         best[row["doc_id"]] = max(best.get(row["doc_id"], 0.0), scores["fused"])
-    top = max(best.values())
+    ranked = sorted(best.values(), reverse=True)
+    top = ranked[0]
+    if top <= 0:
+        return
+    flat = 0.0
+    if named and len(ranked) >= fusion.profile_flat_rank:
+        share = ranked[fusion.profile_flat_rank - 1] / top
+        flat = min(1.0, max(0.0, (share - fusion.profile_flat_low)
+                            / (fusion.profile_flat_high - fusion.profile_flat_low)))
     for row, scores in fused:
-        value = prior.get(row["doc_id"], 0.0)
-        if value > 0 and top > 0:
-            scores["prior"] = value * max(0.0, best[row["doc_id"]]) / top
-            scores["fused"] += weight * scores["prior"]
+        doc_id = row["doc_id"]
+        value = max(prior.get(doc_id, 0.0) * max(0.0, best[doc_id]) / top,
+                    named.get(doc_id, 0.0) * flat)
+        if value > 0:
+            scores["prior"] = value
+            scores["fused"] += fusion.prior_weight * value
 
 
 def _prior_rows(question: str, vector: np.ndarray, runtime: Runtime, prior: Mapping[str, float],

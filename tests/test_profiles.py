@@ -106,3 +106,24 @@ def test_a_question_is_routed_by_the_latest_year_it_names():
     # Without a year, the three are alike; a year alone routes nowhere.
     assert len(set(index.scores("Kelpie revenue").values())) == 1
     assert "other" not in index.scores("Kelpie revenue in 2018")
+
+
+def test_the_profile_prior_weighs_in_only_where_the_passages_cannot_choose():
+    from rag.retrieve import _add_prior
+
+    def candidates(scores):
+        return [({"doc_id": f"d{i}"}, {"fused": s}) for i, s in enumerate(scores)]
+
+    # Six look-alike documents: their passages score about the same, so the named
+    # document (d3) is lifted to the top.
+    alike = candidates([1.0, 0.95, 0.9, 0.9, 0.85, 0.8])
+    _add_prior(alike, {}, {"d3": 1.0}, DEFAULT_FUSION)
+    assert max(alike, key=lambda e: e[1]["fused"])[0]["doc_id"] == "d3"
+    # One document's passage stands out (the fifth best scores under half of it):
+    # the profile adds nothing, whatever it names.
+    distinct = candidates([1.0, 0.5, 0.45, 0.4, 0.35, 0.3])
+    _add_prior(distinct, {}, {"d3": 1.0}, DEFAULT_FUSION)
+    assert [s["fused"] for _, s in distinct] == [1.0, 0.5, 0.45, 0.4, 0.35, 0.3]
+    # A conversation's prior is weighed by its document's match as before.
+    _add_prior(distinct, {"d1": 1.0}, {}, DEFAULT_FUSION)
+    assert distinct[1][1]["prior"] == 0.5
