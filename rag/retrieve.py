@@ -50,11 +50,15 @@ instead of by `match`: `prior_weight * value * flat`, `flat` ramping from 0 to 1
 the `profile_flat_rank`-th best document's best fused score rises from
 `profile_flat_low` to `profile_flat_high` of the best one's. Where one document's
 passages stand out, the question is answered by them (covidqa: retrieval's first
-document is right 95% of the time when the fifth document scores under half the
-first, 40% above 0.6); where many look alike (an issuer's filings for several years,
+document is right for 98% of the questions whose fifth document scores under half the
+first, 41% above 0.6); where many look alike (an issuer's filings for several years,
 whose tables share every row label) the passages cannot choose and the profile
-does. A document chosen by both the conversation and its profile gets the larger
-of the two additions.
+does. A conversation's documents are weighed the same way where that helps them:
+their `match` is at least `history_flat * flat` (a follow-up such as "What did the
+study report?" fits every paper a little, the conversation's no better than others;
+covidqa follow-ups, `same` hit@5 with history 0.900 -> 0.902 at 0.5, `switch`
+unchanged; at 1.0, `switch` lost 2.5 points more). A document chosen
+by both the conversation and its profile gets the larger of the two additions.
 """
 
 from __future__ import annotations
@@ -97,6 +101,10 @@ class Fusion:
     # Earlier turns that feed the prior, and the prior's factor per turn further back.
     history_turns: int = 3
     history_decay: float = 0.5
+    # Where the passages cannot tell documents apart (`flat`, below), a conversation's
+    # document keeps at least this share of its prior whatever its match: "What did
+    # the study report?" fits every paper a little and the conversation's no better.
+    history_flat: float = 0.5
     # Document profiles (profile_prior): on/off, how many documents the prior names at
     # most, and the share of the best profile score a document needs to be named.
     profiles: bool = True
@@ -192,8 +200,9 @@ def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
     candidates: a follow-up on a new subject, whose best passages are elsewhere, is
     ranked almost as if asked alone; one that still fits the conversation's document,
     or fits no document well ("What was the sample size?"), is ranked within it.
-    For the documents the question `named` by their profiles, `value * flat` instead
-    (module doc, document prior); a document in both gets the larger."""
+    `match` is at least `history_flat * flat`. For the documents the question `named`
+    by their profiles, `value * flat` instead (module doc, document prior); a document
+    in both gets the larger."""
     if not (prior or named) or not fused:
         return
     best: dict[str, float] = {}
@@ -204,13 +213,14 @@ def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
     if top <= 0:
         return
     flat = 0.0
-    if named and len(ranked) >= fusion.profile_flat_rank:
+    if len(ranked) >= fusion.profile_flat_rank:
         share = ranked[fusion.profile_flat_rank - 1] / top
         flat = min(1.0, max(0.0, (share - fusion.profile_flat_low)
                             / (fusion.profile_flat_high - fusion.profile_flat_low)))
     for row, scores in fused:
         doc_id = row["doc_id"]
-        value = max(prior.get(doc_id, 0.0) * max(0.0, best[doc_id]) / top,
+        match = max(0.0, best[doc_id]) / top
+        value = max(prior.get(doc_id, 0.0) * max(match, fusion.history_flat * flat),
                     named.get(doc_id, 0.0) * flat)
         if value > 0:
             scores["prior"] = value

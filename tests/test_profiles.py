@@ -124,6 +124,11 @@ def test_the_profile_prior_weighs_in_only_where_the_passages_cannot_choose():
     distinct = candidates([1.0, 0.5, 0.45, 0.4, 0.35, 0.3])
     _add_prior(distinct, {}, {"d3": 1.0}, DEFAULT_FUSION)
     assert [s["fused"] for _, s in distinct] == [1.0, 0.5, 0.45, 0.4, 0.35, 0.3]
-    # A conversation's prior is weighed by its document's match as before.
+    # A conversation's prior is weighed by its document's match as before...
     _add_prior(distinct, {"d1": 1.0}, {}, DEFAULT_FUSION)
     assert distinct[1][1]["prior"] == 0.5
+    # ...but where the passages cannot choose, its document keeps at least
+    # history_flat of it, however poorly its own passages match.
+    alike = candidates([1.0, 0.95, 0.9, 0.9, 0.85, 0.2])
+    _add_prior(alike, {"d5": 1.0}, {}, DEFAULT_FUSION)
+    assert alike[5][1]["prior"] == DEFAULT_FUSION.history_flat > 0.2
