@@ -45,21 +45,14 @@ documents' profiles (profile_prior: rag/profiles.py); callers may pass
 `doc_prior` too; they merge by the larger value. Figures and the choice of prior_weight
 (on half of covidqa's follow-ups): README, "Follow-up questions".
 
-The profile prior is weighed by how little the passages tell the documents apart
-instead of by `match`: `prior_weight * value * flat`, `flat` ramping from 0 to 1 as
-the `profile_flat_rank`-th best document's best fused score rises from
-`profile_flat_low` to `profile_flat_high` of the best one's. Where one document's
-passages stand out, the question is answered by them (covidqa: retrieval's first
-document is right for 98% of the questions whose fifth document scores under half the
-first, 41% above 0.6); where many look alike (an issuer's filings for several years,
-whose tables share every row label) the passages cannot choose and the profile
-does. A conversation's documents are weighed the same way where that helps them:
-their `match` is at least `history_flat * flat` (a follow-up such as "What did the
-study report?" fits every paper a little, the conversation's no better than others).
-On covidqa's follow-ups, `same` hit@5 with history went 0.900 -> 0.902 at 0.5 with
-`switch` unchanged; 0.35 and 0.75 gave 0.900, and 0.75 and 1.0 lost 1 and 2.5 more
-points of `switch`. A document chosen by both the conversation and its profile gets
-the larger of the two additions.
+The profile prior is weighed by `flat` instead of `match`: 0 to 1 as the
+`profile_flat_rank`-th best document's best fused score rises from `profile_flat_low`
+to `profile_flat_high` of the best one's. Where one document's passages stand out,
+they answer (covidqa: retrieval's first paper is right for 98% of questions whose
+fifth scores under half the first, 41% above 0.6); where many look alike (an issuer's
+filings, whose tables share every row label) the profile decides. A conversation's
+document's `match` is at least `history_flat * flat`: "What did the study report?"
+fits every paper a little, the conversation's no better. Figures: README.
 """
 
 from __future__ import annotations
