@@ -20,7 +20,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ingest.tables import Table, is_row, line_spans, table_blocks
+from ingest.tables import CELL_SEP, Table, is_row, line_spans, table_blocks
 from rag.text import PARAGRAPH, chunk_piece_spans, sentence_spans, spans, trim, windows
 from rag.types import Chunk, Document
 
@@ -65,6 +65,8 @@ def _sentences_and_rows(text: str, start: int, end: int) -> list[tuple[int, int]
     """Sentence spans of a paragraph, except that from its first table row to its last
     every line is a unit of its own: a chunk is never cut inside a row, and a row
     never runs on into the next one as one long "sentence"."""
+    if CELL_SEP.strip() not in text[start:end]:  # prose: no row to look for
+        return sentence_spans(text, start, end)
     lines = [(a, b) for a, b in line_spans(text, start, end) if is_row(text[a:b])]
     if len(lines) < 2:
         return sentence_spans(text, start, end)

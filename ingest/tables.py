@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rag.profiles import is_year
+
 CELL_SEP = " | "
 _GAP = re.compile(r" {2,}")
 _LEADER = re.compile(r" *\.(?: ?\.){3,} *")  # "Revenue ........ 1,200": dots lead to a cell
@@ -23,7 +25,6 @@ _CURRENCY = "$€£¥"
 _NUMBER = re.compile(r"[-+–−]?[$€£¥]?\(?[-+–−]?[$€£¥]?(?:\d{1,3}(?:[,.\u00a0]\d{3})+|\d+)"
                      r"(?:[.,]\d+)?\)?%?\*?\)?")
 _PLACEHOLDER = {"—", "–", "-", "−", "—%", "-%", "n/a", "N/A", "NM", "nm", "*"}
-_YEAR = re.compile(r"(?:19|20)\d\d")
 _DIGITS = re.compile(r"\d")
 _MIN_ROWS = 4  # fewer numeric rows than this is not worth a change of extraction
 _MIN_ROW_SHARE = 0.2  # ...nor is a page where they are a small share of the lines
@@ -118,7 +119,7 @@ def is_row(line: str) -> bool:
 def _is_header_row(line: str) -> bool:
     """Column headers: years, or cells without digits (`2018 | 2017`, `Q1 | Q2` is not)."""
     cells = [c.strip() for c in line.split(CELL_SEP.strip())]
-    return all(_YEAR.fullmatch(c) or not _DIGITS.search(c) for c in cells[1:] or cells)
+    return all(is_year(c) or not _DIGITS.search(c) for c in cells[1:] or cells)
 
 
 def line_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

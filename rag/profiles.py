@@ -48,7 +48,7 @@ def profile_text(title: str, path: str, pages: Sequence[str]) -> str:
 
 
 _SPLIT = re.compile(r"\d+|[^\W\d_]+")
-_YEAR = re.compile(r"(19|20)\d\d")
+_YEAR = re.compile(r"(?:19|20)\d\d")
 
 
 def profile_terms(text: str) -> list[str]:

@@ -86,14 +86,14 @@ def test_terms_every_document_shares_count_for_nothing():
 
 
 def test_a_question_is_routed_by_the_latest_year_it_names():
-    def filing(year: int) -> dict[str, int]:
+    def report(year: int) -> dict[str, int]:
         # An annual report names its own year most, its comparatives less and a
         # far maturity date once or twice.
         pages = [f"Kelpie Corporation annual report {year}. Revenue {year} and {year - 1}."] * 30
         pages += [f"Notes due {year + 4}."] * 2
         return vocabulary(pages)
 
-    profiles = {str(y): ("", filing(y)) for y in (2018, 2020, 2022)}
+    profiles = {str(y): ("", report(y)) for y in (2018, 2020, 2022)}
     profiles["other"] = ("", vocabulary(["Harrow Shipping annual report 2018."] * 30))
     index = ProfileIndex(profiles)
     assert max(index.scores("Kelpie revenue in FY2018?").items(), key=lambda e: e[1])[0] == "2018"
