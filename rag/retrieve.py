@@ -11,11 +11,9 @@ lists is then scored as a weighted sum of
 - `joint`: the best piece by cosine and term share together, min-max normalised.
 
 Measured on covidqa dev (hit@5): chunk vectors and BM25 alone 0.787, with the
-sentence term 0.818, with pieces 0.842 (hit@1 0.610 -> 0.632; with `joint`
-0.647). A weighted
-normalised score sum beat reciprocal rank fusion (k=60, weighted or not) at
-hit@1 and hit@5 on covidqa and xquad; RRF stays available as
-`Fusion(method="rrf")` for comparison.
+sentence term 0.818, with pieces 0.842 (hit@1 0.610 -> 0.632; with `joint` 0.647).
+A weighted normalised score sum beat reciprocal rank fusion (k=60, weighted or not)
+at hit@1 and hit@5 on covidqa and xquad (`Fusion(method="rrf")` for comparison).
 
 The weights depend on the question: an English-only embedder (the offline
 MiniLM) maps Thai, Chinese, Hindi or Arabic questions to near-noise vectors
@@ -47,10 +45,12 @@ documents' profiles (profile_prior: rag/profiles.py); callers may pass
 
 The profile prior is weighed by `flat` instead of `match`: 0 to 1 as the
 `profile_flat_rank`-th best document's best fused score rises from `profile_flat_low`
-to `profile_flat_high` of the best one's. Where one document's passages stand out,
-they answer (covidqa: retrieval's first paper is right for 98% of questions whose
-fifth scores under half the first, 41% above 0.6); where many look alike (an issuer's
-filings, whose tables share every row label) the profile decides. A conversation's
+to `profile_flat_high` of the best one's, or by the prior's certainty where that is
+higher (a question naming one family of look-alike documents, rag/profiles.py: Named).
+Where one document's passages stand out, they answer (covidqa: retrieval's first paper
+is right for 98% of questions whose fifth scores under half the first, 41% above 0.6);
+where many look alike (an issuer's filings, whose tables share every row label) the
+profile decides. A conversation's
 document's `match` is at least `history_flat * flat`: "What did the study report?"
 fits every paper a little, the conversation's no better. Figures: README.
 """
@@ -195,8 +195,8 @@ def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
     ranked almost as if asked alone; one that still fits the conversation's document,
     or fits no document well ("What was the sample size?"), is ranked within it.
     `match` is at least `history_flat * flat`. For the documents the question `named`
-    by their profiles, `value * flat` instead (module doc, document prior); a document
-    in both gets the larger."""
+    by their profiles, `value * max(flat, named.certainty)` instead (module doc,
+    document prior; rag/profiles.py: Named); a document in both gets the larger."""
     if not (prior or named) or not fused:
         return
     best: dict[str, float] = {}
@@ -211,11 +211,12 @@ def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],
         share = ranked[fusion.profile_flat_rank - 1] / top
         flat = min(1.0, max(0.0, (share - fusion.profile_flat_low)
                             / (fusion.profile_flat_high - fusion.profile_flat_low)))
+    sure = max(flat, getattr(named, "certainty", 0.0))
     for row, scores in fused:
         doc_id = row["doc_id"]
         match = max(0.0, best[doc_id]) / top
         value = max(prior.get(doc_id, 0.0) * max(match, fusion.history_flat * flat),
-                    named.get(doc_id, 0.0) * flat)
+                    named.get(doc_id, 0.0) * sure)
         if value > 0:
             scores["prior"] = value
             scores["fused"] += fusion.prior_weight * value

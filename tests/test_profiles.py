@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from rag.profiles import ProfileIndex, name_words, profile_terms, profile_text, vocabulary
+from rag.profiles import Named, ProfileIndex, name_words, profile_terms, profile_text, vocabulary
 from rag.retrieve import DEFAULT_FUSION, profile_prior, search
 from tests.test_retrieve import add
 
@@ -86,14 +86,7 @@ def test_terms_every_document_shares_count_for_nothing():
 
 
 def test_a_question_is_routed_by_the_latest_year_it_names():
-    def report(year: int) -> dict[str, int]:
-        # An annual report names its own year most, its comparatives less and a
-        # far maturity date once or twice.
-        pages = [f"Kelpie Corporation annual report {year}. Revenue {year} and {year - 1}."] * 30
-        pages += [f"Notes due {year + 4}."] * 2
-        return vocabulary(pages)
-
-    profiles = {str(y): ("", report(y)) for y in (2018, 2020, 2022)}
+    profiles = {str(y): ("", kelpie_report(y)) for y in (2018, 2020, 2022)}
     profiles["other"] = ("", vocabulary(["Harrow Shipping annual report 2018."] * 30))
     index = ProfileIndex(profiles)
     assert max(index.scores("Kelpie revenue in FY2018?").items(), key=lambda e: e[1])[0] == "2018"
@@ -106,6 +99,35 @@ def test_a_question_is_routed_by_the_latest_year_it_names():
     # Without a year, the three are alike; a year alone routes nowhere.
     assert len(set(index.scores("Kelpie revenue").values())) == 1
     assert "other" not in index.scores("Kelpie revenue in 2018")
+
+
+def kelpie_report(year: int) -> dict[str, int]:
+    # An annual report names its own year most, its comparatives less and a far
+    # maturity date once or twice.
+    pages = [f"Kelpie Corporation annual report {year}. Revenue {year} and {year - 1}."] * 30
+    pages += [f"Notes due {year + 4}."] * 2
+    return vocabulary(pages)
+
+
+def test_an_issuers_filings_are_one_family_and_a_question_naming_it_is_sure():
+    profiles = {str(y): ("", kelpie_report(y)) for y in range(2016, 2022)}
+    others = ("Harrow", "Ostrava", "Tamsin", "Brisk", "Quillon", "Marnoch", "Vetch", "Ulmo",
+              "Sorrel", "Pinnace", "Dunlin", "Corrie")
+    for name in others:  # a library of 18: six documents are a third of it
+        profiles[name] = ("", vocabulary([f"{name} annual report 2021."] * 30))
+    index = ProfileIndex(profiles)
+    families = index.families(profiles)
+    assert len({families[str(y)] for y in range(2016, 2022)}) == 1
+    assert len(set(families.values())) == 1 + len(others)
+    # Six filings of one issuer come close to the best: more than the five documents a
+    # prior may name, but one family, so the question still singles them out, the
+    # 2021 report first, and the prior is sure (no other family is named).
+    prior = index.prior("Kelpie revenue in FY2021", most=5, gap=0.0, sharpness=2.0)
+    assert len(prior) == 6 and max(prior, key=prior.get) == "2021"
+    assert prior.certainty == 1.0
+    # A lone document named is no family: the passages' flatness alone weighs it.
+    alone = ProfileIndex({k: v for k, v in profiles.items() if k == "2021" or k in others})
+    assert alone.prior("Kelpie revenue in FY2021", gap=0.0).certainty == 0.0
 
 
 def test_the_profile_prior_weighs_in_only_where_the_passages_cannot_choose():
@@ -124,6 +146,11 @@ def test_the_profile_prior_weighs_in_only_where_the_passages_cannot_choose():
     distinct = candidates([1.0, 0.5, 0.45, 0.4, 0.35, 0.3])
     _add_prior(distinct, {}, {"d3": 1.0}, DEFAULT_FUSION)
     assert [s["fused"] for _, s in distinct] == [1.0, 0.5, 0.45, 0.4, 0.35, 0.3]
+    # Unless the question named one family of look-alikes and nothing else: then it
+    # decides among them, however one of them (or another document) stands out.
+    sure = candidates([1.0, 0.5, 0.45, 0.4, 0.35, 0.3])
+    _add_prior(sure, {}, Named({"d3": 1.0, "d4": 0.2}, certainty=1.0), DEFAULT_FUSION)
+    assert max(sure, key=lambda e: e[1]["fused"])[0]["doc_id"] == "d3"
     # A conversation's prior is weighed by its document's match as before...
     _add_prior(distinct, {"d1": 1.0}, {}, DEFAULT_FUSION)
     assert distinct[1][1]["prior"] == 0.5
