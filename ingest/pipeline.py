@@ -334,12 +334,15 @@ def process_files(paths: Sequence[Path], embedder, config, *, passwords: Sequenc
 
 def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
     """Per chunk, the (n, dim) vectors of its sentence pieces, in one embedding call.
+    A chunk's heading (its section, a table's title and column headers) is embedded in
+    front of each of its pieces (with_heading).
 
     The store keeps them all (search ranks a chunk by its best piece) and
     their mean as the chunk's vector. Embedding pieces instead of whole
     chunks costs about the same: the same tokens, in shorter sequences.
     """
-    pieces = [[piece_text(c.text, p) for p in (c.pieces or chunk_piece_spans(c.text))]
+    pieces = [[with_heading(c.heading, piece_text(c.text, p))
+               for p in (c.pieces or chunk_piece_spans(c.text))]
               for c in chunks]
     flat = embedder.embed_batch([p for ps in pieces for p in ps])
     out, offset = [], 0
@@ -347,6 +350,15 @@ def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
         out.append(flat[offset:offset + len(ps)])
         offset += len(ps)
     return out
+
+
+def with_heading(heading: str, piece: str) -> str:
+    """The text embedded for one piece: the chunk's heading, then the piece. A table's
+    row ("Purchases of property, plant and equipment | (1,577) | (1,373)") means
+    little without its statement's title and columns ("Consolidated Statement of Cash
+    Flows / (Millions) | 2018 | 2017"); the stored piece spans still point at the
+    piece alone, so citations and term matching are unchanged."""
+    return f"{heading}\n{piece}" if heading else piece
 
 
 def _one_line(exc: BaseException) -> str:

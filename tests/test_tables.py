@@ -3,6 +3,7 @@ with every chunk cut from it, exact pages and offsets, prose pages as before."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from pathlib import Path
@@ -148,3 +149,24 @@ def test_table_blocks_find_each_table_and_its_headers():
     chunks = chunk_document(doc, count_tokens=words, max_tokens=8, overlap_tokens=0)
     asia = next(c for c in chunks if c.text.startswith("Asia"))
     assert asia.heading == second.context
+
+
+def test_a_table_chunk_is_embedded_with_its_title_and_column_headers(tmp_path: Path, embedder):
+    import numpy as np
+
+    from ingest.pipeline import embed_pieces
+
+    path = tmp_path / "statement.pdf"
+    path.write_bytes(table_pdf())
+    doc = load(path)
+    chunks = chunk_document(doc, count_tokens=words, max_tokens=60, overlap_tokens=8)
+    headed = next(c for c in chunks if c.heading and "Purchases of equipment" in c.text)
+    bare = dataclasses.replace(headed, heading="")
+    with_heading, without = embed_pieces(embedder, [headed, bare])
+    question = embedder.embed_batch(
+        ["Consolidated statement of cash flows of Kestrel Instruments: purchases of "
+         "equipment in 2023"], query=True)[0]
+    # Each piece is embedded with the heading in front: closer to a question naming
+    # the statement, the company and the year than the bare rows.
+    assert with_heading.shape == without.shape
+    assert float(np.max(with_heading @ question)) > float(np.max(without @ question)) + 0.05
