@@ -26,7 +26,7 @@ from pathlib import Path
 from ingest.chunking import chunk_document
 from ingest.loaders import iter_load
 from rag.runtime import Runtime
-from rag.text import chunk_piece_spans, piece_text
+from rag.text import chunk_piece_spans, piece_text, with_heading
 from rag.types import Chunk, Document
 
 STATUSES = ("ingested", "unchanged", "replaced", "skipped", "failed")
@@ -350,15 +350,6 @@ def embed_pieces(embedder, chunks: Sequence[Chunk]) -> list:
         out.append(flat[offset:offset + len(ps)])
         offset += len(ps)
     return out
-
-
-def with_heading(heading: str, piece: str) -> str:
-    """The text embedded for one piece: the chunk's heading, then the piece. A table's
-    row ("Purchases of property, plant and equipment | (1,577) | (1,373)") means
-    little without its statement's title and columns ("Consolidated Statement of Cash
-    Flows / (Millions) | 2018 | 2017"); the stored piece spans still point at the
-    piece alone, so citations and term matching are unchanged."""
-    return f"{heading}\n{piece}" if heading else piece
 
 
 def _one_line(exc: BaseException) -> str:

@@ -70,7 +70,7 @@ from rag.embed import model_name
 from rag.lexical import content_terms, latin_share, overlap, words
 from rag.priors import history_prior, merge_priors, profile_prior
 from rag.runtime import Runtime
-from rag.text import piece_text, sentence_pieces, unflatten
+from rag.text import piece_text, sentence_pieces, unflatten, with_heading
 from rag.types import Passage, Turn
 
 
@@ -82,8 +82,7 @@ class Fusion:
     piece_weight: float = 0.6
     vector_weight: float = 0.4
     text_weight: float = 0.6
-    # Weight of the best single sentence's share of the question's terms (see
-    # sentence_scores); 0 turns it off.
+    # Weight of the best sentence's share of the question's terms (sentence_scores); 0: off.
     sentence_weight: float = 0.6
     # Weight of the best piece by cosine and term share together (see _add_piece_scores).
     joint_weight: float = 0.15
@@ -344,7 +343,8 @@ def _add_piece_scores(fused: list[tuple[dict, dict]], query: np.ndarray, terms: 
 
 def stored_pieces(row: dict) -> list[str]:
     """The texts embedded for a stored chunk, read back from its piece spans."""
-    return [piece_text(row["text"], p) for p in unflatten(row["piece_spans"])]
+    return [with_heading(row.get("heading") or "", piece_text(row["text"], p))
+            for p in unflatten(row["piece_spans"])]
 
 
 def piece_term_shares(terms: set[str], pieces: Sequence[Sequence[str]]) -> list[np.ndarray]:

@@ -141,6 +141,15 @@ def piece_text(text: str, piece: Piece) -> str:
     return " ".join(text[a:b] for a, b in piece)
 
 
+def with_heading(heading: str, piece: str) -> str:
+    """The text embedded for one piece: its chunk's heading, then the piece. A table's
+    row ("Purchases of property, plant and equipment | (1,577) | (1,373)") means
+    little without its statement's title and columns ("Consolidated Statement of Cash
+    Flows / (Millions) | 2018 | 2017"); the stored piece spans still point at the
+    piece alone, so citations are unchanged."""
+    return f"{heading}\n{piece}" if heading else piece
+
+
 def sentence_pieces(text: str) -> list[str]:
     return [piece_text(text, p) for p in piece_spans(text)]
 

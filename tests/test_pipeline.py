@@ -184,20 +184,23 @@ def test_every_chunk_stores_its_sentence_vectors_spans_and_their_mean(runtime):
 
     from ingest.pipeline import ingest_paths
     from rag.retrieve import stored_pieces
-    from rag.text import sentence_pieces
+    from rag.text import sentence_pieces, with_heading
 
     assert ingest_paths([CORPORA], runtime).ok
     rows = runtime.store.chunks.table.search() \
-        .select(["text", "vector", "pieces", "piece_spans"]).limit(None).to_list()
+        .select(["text", "heading", "vector", "pieces", "piece_spans"]).limit(None).to_list()
     assert rows and any(len(r["pieces"]) > 1 for r in rows)
     embedder = runtime.embedder
     for row in rows[:40]:
         pieces = np.asarray(row["pieces"], dtype=np.float32)
-        # The stored spans give back exactly the texts that were embedded.
-        assert stored_pieces(row) == sentence_pieces(row["text"])
+        # The stored spans give back exactly the texts that were embedded (each piece
+        # after its chunk's heading).
+        assert stored_pieces(row) == [with_heading(row["heading"], p)
+                                      for p in sentence_pieces(row["text"])]
         assert len(pieces) == len(row["piece_spans"])
         mean = pieces.mean(axis=0)
         assert np.allclose(row["vector"], mean / np.linalg.norm(mean), atol=1e-5)
-    row = next(r for r in rows if len(r["pieces"]) > 1)
-    expected = embedder.embed_batch(stored_pieces(row))
-    assert np.allclose(np.asarray(row["pieces"]), expected, atol=1e-4)
+    for row in (next(r for r in rows if len(r["pieces"]) > 1 and not r["heading"]),
+                next(r for r in rows if len(r["pieces"]) > 1 and r["heading"])):
+        expected = embedder.embed_batch(stored_pieces(row))
+        assert np.allclose(np.asarray(row["pieces"]), expected, atol=1e-4)
