@@ -53,13 +53,17 @@ def profile_text(title: str, path: str, pages: Sequence[str]) -> str:
 
 
 _SPLIT = re.compile(r"\d+|[^\W\d_]+")
+_UNIT = re.compile(r"[^\W\d_]+\d+")  # letters, then digits: 'q2', 'fy2018'
+_QUARTER_YEAR = re.compile(r"(q[1-4])((?:19|20)\d\d)")  # 'q22023'
 _YEAR = re.compile(r"(?:19|20)\d\d")
 
 
 def profile_terms(text: str) -> list[str]:
     """Terms for matching questions to profiles: the index's stemmed terms, plus the
     letter and digit parts of mixed tokens ('fy2018' -> 'fy', '2018'; '10-k' and '10k'
-    meet at '10', 'k' is too short to count)."""
+    meet at '10', 'k' is too short to count) and the letters-then-digits units inside
+    them ('2023q2' -> 'q2', so a file named for its quarter meets "Q2 of FY2023"; a
+    quarter written against its year, 'q22023', is 'q2' and '2023')."""
     from rag.lexical import index_terms
 
     out = []
@@ -68,6 +72,10 @@ def profile_terms(text: str) -> list[str]:
         parts = _SPLIT.findall(term)
         if len(parts) > 1:
             out.extend(p for p in parts if len(p) > 1)
+            out.extend(u for u in _UNIT.findall(term) if u != term)
+            quarter = _QUARTER_YEAR.fullmatch(term)
+            if quarter:
+                out.extend(quarter.groups())
     return out
 
 

@@ -72,6 +72,9 @@ def test_profile_terms_split_periods_and_forms():
     terms = profile_terms("FY2018 10-K of 3M, Q2 2023")
     assert {"fy2018", "fy", "2018", "3m", "q2", "2023"} <= set(terms)
     assert name_words("/x/AMCOR_2023Q2_10Q.pdf") == "AMCOR 2023Q2 10Q"
+    # A quarter meets its question however it is written against its year.
+    for written in ("AMCOR 2023Q2 10Q", "Q2 of FY2023", "Q2'2023", "Q22023"):
+        assert {"q2", "2023"} <= set(profile_terms(written)), written
     text = profile_text("Annual report", "/d/acme_2019.pdf", ["Cover   page\n" * 400, "Second"])
     assert text.startswith("Annual report\nacme 2019\nCover page Cover page")
     assert len(text) < 2100  # the first pages are cut at PROFILE_CHARS
