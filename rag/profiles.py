@@ -212,6 +212,7 @@ class ProfileIndex:
         self.cover = _BM25({d: Counter(profile_terms(text)) for d, (text, _) in profiles.items()})
         self.size = len(profiles)
         self._similar: dict[tuple[str, str], float] = {}
+        self._look_alike: dict[str, bool] = {}
 
     def __len__(self) -> int:
         """The number of documents."""
@@ -233,30 +234,51 @@ class ProfileIndex:
         """The documents the question singles out, as a document prior (document id ->
         value in (0, scale]): those scoring above `floor` of the best, the best at `scale`
         and the others by their share above the floor, raised to `sharpness`. None when
-        the question does not single documents out: they fall into more than `most`
-        families (look-alike documents count as one, see `families`), or more than a
-        third of the library's documents come that close (a library of a few documents
-        needs no routing), or the best document left out scores within `gap` of the best.
-        Its `certainty` (see Named) is 1 - the value of the best named document outside
-        the best one's family, where that family has two named documents or more."""
+        the question does not single documents out: more than a third of the library's
+        documents come that close (a library of a few documents needs no routing), or
+        the best document left out scores within `gap` of the best, or they fall into
+        more than `most` families (look-alike documents count as one, see `families`)
+        and the best document has no look-alike in the library; where it has one (an
+        issuer's filings), the `most` best families are kept: a question naming its
+        issuer also carries words that many other documents use a little ("round to
+        one decimal place"). Its `certainty` (see Named) is 1 - the value of the best
+        named document outside the best one's family, where that family has two named
+        documents or more."""
         scores = self.scores(question)
         if not scores:
             return Named()
         top = max(scores.values())
         named = {d: scale * ((s / top - floor) / (1 - floor)) ** sharpness
                  for d, s in scores.items() if s / top > floor}
-        if len(named) > min(most * most, self.size / 3):
+        rest = max((s for d, s in scores.items() if d not in named), default=0.0)
+        if len(named) > min(most * most, self.size / 3) or 1 - rest / top < gap:
             return Named()
         family = self.families(named)
-        if len(set(family.values())) > min(most, self.size / 3):
-            return Named()
-        rest = max((s for d, s in scores.items() if d not in named), default=0.0)
-        if 1 - rest / top < gap:
-            return Named()
         lead = max(named, key=lambda d: scores[d])
+        if len(set(family.values())) > min(most, self.size / 3):
+            if not self.has_look_alike(lead):
+                return Named()
+            best: dict[str, float] = {}
+            for d in named:
+                best[family[d]] = max(best.get(family[d], 0.0), scores[d])
+            kept = set(sorted(best, key=lambda f: -best[f])[:most])
+            named = {d: v for d, v in named.items() if family[d] in kept}
         kin = [d for d in named if family[d] == family[lead]]
         other = max((v for d, v in named.items() if family[d] != family[lead]), default=0.0)
         return Named(named, certainty=max(0.0, 1 - other / scale) if len(kin) > 1 else 0.0)
+
+    def has_look_alike(self, doc: str) -> bool:
+        """Whether another document of the library is at least LOOK_ALIKE alike: looked
+        for among those sharing one of its 5 heaviest terms (look-alikes share them: an
+        issuer's name), once per document."""
+        if doc not in self._look_alike:
+            counts = self.vocab.counts[doc]
+            heavy = sorted(counts, key=lambda t: -self.vocab.idf[t] * math.log1p(counts[t]))[:5]
+            self._look_alike[doc] = any(
+                other != doc and any(t in c for t in heavy)
+                and self._similarity(doc, other) >= LOOK_ALIKE
+                for other, c in self.vocab.counts.items())
+        return self._look_alike[doc]
 
     def families(self, docs: Iterable[str]) -> dict[str, str]:
         """Each of `docs` -> its family among them: documents linked by vocabularies at

@@ -115,9 +115,11 @@ def kelpie_report(year: int) -> dict[str, int]:
 def test_an_issuers_filings_are_one_family_and_a_question_naming_it_is_sure():
     profiles = {str(y): ("", kelpie_report(y)) for y in range(2016, 2022)}
     others = ("Harrow", "Ostrava", "Tamsin", "Brisk", "Quillon", "Marnoch", "Vetch", "Ulmo",
-              "Sorrel", "Pinnace", "Dunlin", "Corrie")
-    for name in others:  # a library of 18: six documents are a third of it
-        profiles[name] = ("", vocabulary([f"{name} annual report 2021."] * 30))
+              "Sorrel", "Pinnace", "Dunlin", "Corrie", "Alder", "Bracken", "Cinder", "Dapple",
+              "Egret", "Fennel", "Gorse", "Heron", "Ibex", "Juniper", "Kestrel", "Linnet",
+              "Merlin", "Nettle", "Osprey", "Plover", "Quince", "Rowan")
+    for name in others:  # a library of 36: twelve documents are a third of it
+        profiles[name] = ("", vocabulary([f"{name} annual report."] * 30))
     index = ProfileIndex(profiles)
     families = index.families(profiles)
     assert len({families[str(y)] for y in range(2016, 2022)}) == 1
@@ -131,6 +133,13 @@ def test_an_issuers_filings_are_one_family_and_a_question_naming_it_is_sure():
     # A lone document named is no family: the passages' flatness alone weighs it.
     alone = ProfileIndex({k: v for k, v in profiles.items() if k == "2021" or k in others})
     assert alone.prior("Kelpie revenue in FY2021", gap=0.0).certainty == 0.0
+    # A question naming more families than a prior may hold names nothing in a library
+    # of distinct documents; where the best one has look-alikes, the best families stay.
+    assert alone.prior("Harrow, Ostrava, Tamsin, Brisk, Ulmo and Vetch", gap=0.0) == {}
+    crowded = "Kelpie revenue in FY2021 against Harrow, Ostrava, Tamsin, Brisk, Ulmo and Vetch"
+    prior = index.prior(crowded, most=5, gap=0.0)
+    assert max(prior, key=prior.get) == "2021"
+    assert len({families[d] for d in prior}) == 5 and 0 < prior.certainty < 1
 
 
 def test_the_profile_prior_weighs_in_only_where_the_passages_cannot_choose():
