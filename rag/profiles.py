@@ -235,7 +235,8 @@ class ProfileIndex:
         value in (0, scale]): those scoring above `floor` of the best, the best at `scale`
         and the others by their share above the floor, raised to `sharpness`. None when
         the question does not single documents out: more than a third of the library's
-        documents come that close (a library of a few documents needs no routing), or
+        documents come that close (a library of a few documents needs no routing) or
+        more than `most` squared (families are told apart pair by pair), or
         the best document left out scores within `gap` of the best, or they fall into
         more than `most` families (look-alike documents count as one, see `families`)
         and the best document has no look-alike in the library; where it has one (an
