@@ -109,7 +109,7 @@ class Fusion:
     profile_gap: float = 0.0
     # The named documents' values are raised to this power (a year's share decides
     # among an issuer's filings that all clear the floor).
-    profile_sharpness: float = 2.0
+    profile_sharpness: float = 3.0
     # The profile prior's weight ramps up with how alike the documents' passages
     # score (module doc, document prior).
     profile_flat_rank: int = 5
