@@ -29,6 +29,7 @@ VOCABULARY = 1500  # terms kept per document
 # median 0.49, of two issuers 99% under 0.19 (at most 0.38); covidqa papers at most 0.24,
 # xquad articles 0.17: prose libraries have no families.
 LOOK_ALIKE = 0.3
+SIMILAR_CACHE = 100_000  # document pairs whose similarity an index keeps
 
 
 def name_words(path: str) -> str:
@@ -301,6 +302,8 @@ class ProfileIndex:
     def _similarity(self, a: str, b: str) -> float:
         key = (a, b) if a < b else (b, a)
         if key not in self._similar:
+            if len(self._similar) >= SIMILAR_CACHE:  # a long-lived server's bound
+                self._similar.clear()
             self._similar[key] = self.vocab.similarity(a, b)
         return self._similar[key]
 

@@ -50,9 +50,9 @@ higher (a question naming one family of look-alike documents, rag/profiles.py: N
 Where one document's passages stand out, they answer (covidqa: retrieval's first paper
 is right for 98% of questions whose fifth scores under half the first, 41% above 0.6);
 where many look alike (an issuer's filings, whose tables share every row label) the
-profile decides. A conversation's
-document's `match` is at least `history_flat * flat`: "What did the study report?"
-fits every paper a little, the conversation's no better. Figures: README.
+profile decides. A conversation's document's `match` is at least `history_flat * flat`:
+"What did the study report?" fits every paper a little, the conversation's no better.
+Figures: README.
 """
 
 from __future__ import annotations
