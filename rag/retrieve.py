@@ -57,7 +57,6 @@ Figures: README.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -67,7 +66,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.embed import model_name
-from rag.lexical import content_terms, latin_share, overlap, words
+from rag.lexical import content_terms, latin_share, words
+from rag.passages import page_passages
 from rag.priors import history_prior, merge_priors, profile_prior
 from rag.runtime import Runtime
 from rag.text import piece_text, sentence_pieces, unflatten, with_heading
@@ -176,14 +176,7 @@ def search(question: str, runtime: Runtime, *, k: int = 6, doc_ids: list[str] | 
         _add_piece_scores(fused, vector, terms, fusion.sentence_weight, wj)
         _add_prior(fused, prior, named, fusion)
         fused.sort(key=lambda e: -e[1]["fused"])
-    fused = fused[:k]
-    out = []
-    for row, scores in fused:
-        scores["overlap"] = overlap(terms, row["text"])
-        scores["vector_weight"] = wp + wv
-        out.append(dataclasses.replace(store.passage(row, docs), score=scores["fused"],
-                                       scores=scores))
-    return out
+    return page_passages(fused, k, store, docs, terms, wp + wv)
 
 
 def _add_prior(fused: list[tuple[dict, dict]], prior: Mapping[str, float],

@@ -273,6 +273,13 @@ class Chunks:
             .limit(None).to_list()
         return sorted(rows, key=lambda r: r["ordinal"])
 
+    def on_page(self, doc_id: str, page: int) -> list[dict]:
+        """The chunks that lie on one page of a document, in page order."""
+        rows = self.table.search().where(
+            f"doc_id = {quote(doc_id)} AND page_start = {int(page)} AND page_end = {int(page)}") \
+            .select(COLUMNS).limit(None).to_list()
+        return sorted(rows, key=lambda r: r["char_start"])
+
     _read = COLUMNS + ["vector", "pieces", "piece_spans"]
 
     def _rows(self, query) -> list[dict]:
