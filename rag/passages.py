@@ -7,8 +7,9 @@ text from the first one's start to the last one's end (chunks the search did not
 in between fill the gap, so the passage is still one exact stretch of the page): the
 answer reads the whole statement once, the reader gets one citation, and the page
 leaves room in the top k for other pages. FinanceBench dev (56 questions, 74 filings):
-page hit@10 0.571 -> 0.607, hit@5 0.482 -> 0.500; the 6 passages an answer gets hold
-1.6 times the text (README, "Documents with pages").
+page hit@10 0.571 -> 0.607, hit@5 0.482 -> 0.500; 61 of the 336 passages that answers
+get are merged ones, and the 6 passages hold 6,419 characters on average against 5,267
+(at most 9,927), well inside the prompt's budget (README, "How an answer is found").
 
 Only documents with pages do this: a text, Markdown or HTML document is stored as one
 "page", where it would merge a whole paper. A passage is never longer than
