@@ -14,7 +14,8 @@ get are merged ones, and the 6 passages hold 6,419 characters on average against
 Only documents with pages do this: a text, Markdown or HTML document is stored as one
 "page", where it would merge a whole paper. A passage is never longer than
 PAGE_PASSAGE_CHARS: a chunk further from the page's best one on a long page is left
-out, as the page is cited already.
+out, as the page is cited already. A joined passage keeps the best chunk's id, heading
+and scores, with `scores["chunks"]` saying how many chunks it holds.
 """
 
 from __future__ import annotations
