@@ -56,7 +56,7 @@ def page_passages(fused: Sequence[tuple[dict, dict]], k: int, store, docs: Mappi
             end = max(r["char_end"] for r, _ in group)
             parts = [r for r, _ in group]
             if _gaps(parts, start, end):
-                parts = store.chunks.on_page(row["doc_id"], row["page_start"])
+                parts = store.chunks.of_document(row["doc_id"], row["page_start"])
             passage = dataclasses.replace(passage, text=stitch(parts, start, end),
                                           char_start=start, char_end=end)
             scores["chunks"] = len(group)

@@ -57,7 +57,7 @@ def test_chunks_of_one_page_are_one_passage_spanning_the_page_between_them(runti
 def test_a_gap_between_a_pages_ranked_chunks_is_read_from_the_store(runtime):
     doc = add(runtime, "manual.pdf", [[OTHER[0]], [VALVE, FILLER, GASKET]], "application/pdf")
     store = runtime.store
-    rows = {r["text"]: r for r in store.chunks.on_page(doc.id, 2)}
+    rows = {r["text"]: r for r in store.chunks.of_document(doc.id, page=2)}
     assert list(rows) == [VALVE, FILLER, GASKET]  # in page order
     fused = [(rows[GASKET], {"fused": 2.0}), (rows[VALVE], {"fused": 1.0})]
     docs = {d.id: d for d in store.documents.list()}

@@ -268,17 +268,13 @@ class Chunks:
             query = query.where(where, prefilter=True)
         return self._rows(query.select(self._read + ["_score"]))
 
-    def of_document(self, doc_id: str) -> list[dict]:
-        rows = self.table.search().where(f"doc_id = {quote(doc_id)}").select(COLUMNS) \
-            .limit(None).to_list()
+    def of_document(self, doc_id: str, page: int | None = None) -> list[dict]:
+        """A document's chunks in order; with `page`, only those that lie on that page."""
+        where = f"doc_id = {quote(doc_id)}"
+        if page is not None:
+            where += f" AND page_start = {int(page)} AND page_end = {int(page)}"
+        rows = self.table.search().where(where).select(COLUMNS).limit(None).to_list()
         return sorted(rows, key=lambda r: r["ordinal"])
-
-    def on_page(self, doc_id: str, page: int) -> list[dict]:
-        """The chunks that lie on one page of a document, in page order."""
-        rows = self.table.search().where(
-            f"doc_id = {quote(doc_id)} AND page_start = {int(page)} AND page_end = {int(page)}") \
-            .select(COLUMNS).limit(None).to_list()
-        return sorted(rows, key=lambda r: r["char_start"])
 
     _read = COLUMNS + ["vector", "pieces", "piece_spans"]
 
